@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -26,16 +27,32 @@ def ansible_playbook(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProces
     )
 
 
-@pytest.fixture
-def render(tmp_path):
-    """Render the gearman role's templates with extra vars; return the folder."""
+# The settings the template tests look at, each rendered once per session.
+VARIANTS = {
+    "default": {},
+    "upstart": {"gearman_init_system": "upstart", "gearman_port": 4731},
+    "local_db": {"gearman_db_on_same_host": True},
+    "remote_db": {"gearman_db_on_same_host": False},
+    "builtin": {"gearman_queue_type": "builtin"},
+    "extra_params": {"gearman_extra_params": ["--round-robin"]},
+    "odd_password": {"gearman_mysql_password": "s3cr$t#%"},
+}
 
-    def _render(**extra_vars) -> Path:
-        extra = {"render_dir": str(tmp_path), "gearman_mysql_password": "unit-pw", **extra_vars}
-        result = ansible_playbook(
-            "-i", "localhost,", str(ROOT / "tests/unit/render.yml"), "-e", json.dumps(extra)
-        )
-        assert result.returncode == 0, result.stdout + result.stderr
-        return tmp_path
 
-    return _render
+def _render(folder: Path, extra_vars: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    extra = {"render_dir": str(folder), "gearman_mysql_password": "unit-pw", **extra_vars}
+    result = ansible_playbook("-i", "localhost,", str(ROOT / "tests/unit/render.yml"), "-e", json.dumps(extra))
+    assert result.returncode == 0, result.stdout + result.stderr
+    return folder
+
+
+@pytest.fixture(scope="session")
+def rendered(tmp_path_factory) -> dict[str, Path]:
+    """The gearman role's templates rendered for each of VARIANTS."""
+    base = tmp_path_factory.mktemp("rendered")
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {
+            name: pool.submit(_render, base / name, extra) for name, extra in VARIANTS.items()
+        }
+        return {name: future.result() for name, future in futures.items()}

@@ -42,6 +42,7 @@ def test_valid_settings_pass(tmp_path):
     [
         ({"gearman_mysql_password": None}, "gearman_mysql_password"),
         ({"gearman_mysql_password": ""}, "gearman_mysql_password is empty"),
+        ({"gearman_mysql_password": "two words"}, "holds white space"),
         ({"gearman_port": 70000}, "gearman_port"),
         ({"gearman_port": "http"}, "gearman_port"),
         ({"gearman_mysql_port": 0}, "gearman_mysql_port"),

@@ -32,8 +32,8 @@ def run_upstart_script(job: str, defaults: Path, tmp_path: Path) -> list[str]:
     return record.read_text().splitlines()
 
 
-def test_upstart_job_sources_defaults_and_passes_params_unquoted(render, tmp_path):
-    out = render(gearman_init_system="upstart", gearman_port=4731)
+def test_upstart_job_sources_defaults_and_passes_params_unquoted(rendered, tmp_path):
+    out = rendered["upstart"]
     job = (out / "upstart.conf").read_text()
     assert "respawn" in job.split()
     argv = run_upstart_script(job, out / "gearman-job-server.default", tmp_path)
@@ -46,19 +46,19 @@ def test_upstart_job_sources_defaults_and_passes_params_unquoted(render, tmp_pat
         assert word in gearmand_args
 
 
-def test_upstart_job_runs_without_a_defaults_file(render, tmp_path):
-    job = (render() / "upstart.conf").read_text()
+def test_upstart_job_runs_without_a_defaults_file(rendered, tmp_path):
+    job = (rendered["default"] / "upstart.conf").read_text()
     argv = run_upstart_script(job, tmp_path / "missing", tmp_path)
     assert argv[argv.index("--") + 1 :] == ["--pid-file=/run/gearman/gearmand.pid"]
 
 
-def test_upstart_job_waits_for_local_mysql_only_when_the_database_is_local(render):
-    assert "started mysql" in (render(gearman_db_on_same_host=True) / "upstart.conf").read_text()
-    assert "started mysql" not in (render(gearman_db_on_same_host=False) / "upstart.conf").read_text()
+def test_upstart_job_waits_for_local_mysql_only_when_the_database_is_local(rendered):
+    assert "started mysql" in (rendered["local_db"] / "upstart.conf").read_text()
+    assert "started mysql" not in (rendered["remote_db"] / "upstart.conf").read_text()
 
 
-def test_defaults_file_parses_in_sh_to_the_tutorial_options(render):
-    out = render(gearman_extra_params=["--round-robin"])
+def test_defaults_file_parses_in_sh_to_the_tutorial_options(rendered):
+    out = rendered["extra_params"]
     params = subprocess.run(
         ["sh", "-c", f'. {shlex.quote(str(out / "gearman-job-server.default"))}; printf "%s" "$PARAMS"'],
         check=True,
@@ -70,14 +70,14 @@ def test_defaults_file_parses_in_sh_to_the_tutorial_options(render):
     assert not any("password" in p for p in params)
 
 
-def test_builtin_queue_drops_the_queue_type_and_database_settings(render):
-    out = render(gearman_queue_type="builtin")
+def test_builtin_queue_drops_the_queue_type_and_database_settings(rendered):
+    out = rendered["builtin"]
     assert "--queue-type" not in (out / "gearman-job-server.default").read_text()
     assert (out / "gearmand.conf").read_text().strip() == ""
 
 
-def test_gearmand_conf_holds_only_option_words(render):
-    conf = (render(gearman_mysql_password="s3cr$t#%") / "gearmand.conf").read_text()
+def test_gearmand_conf_holds_only_option_words(rendered):
+    conf = (rendered["odd_password"] / "gearmand.conf").read_text()
     lines = conf.splitlines()
     # gearmand reads the file as command-line words: a comment would be one.
     assert all(re.fullmatch(r"--[a-z-]+=\S+", line) for line in lines), lines
@@ -85,8 +85,8 @@ def test_gearmand_conf_holds_only_option_words(render):
     assert "--mysql-table=gearman_queue" in lines
 
 
-def test_systemd_dropin_runs_gearmand_in_the_foreground(render):
-    dropin = (render() / "systemd-override.conf").read_text()
+def test_systemd_dropin_runs_gearmand_in_the_foreground(rendered):
+    dropin = (rendered["default"] / "systemd-override.conf").read_text()
     assert "Type=simple" in dropin
     assert re.search(r"^PIDFile=$", dropin, re.MULTILINE)
     # ExecStart is reset before it is set again, as a drop-in must.
@@ -95,11 +95,11 @@ def test_systemd_dropin_runs_gearmand_in_the_foreground(render):
     assert "Restart=on-failure" in dropin
 
 
-def test_systemd_dropin_wants_the_database_only_when_it_is_local(render):
-    local = render(gearman_db_on_same_host=True) / "systemd-override.conf"
+def test_systemd_dropin_wants_the_database_only_when_it_is_local(rendered):
+    local = rendered["local_db"] / "systemd-override.conf"
     wants = re.search(r"^Wants=(.*)$", local.read_text(), re.MULTILINE).group(1).split()
     assert "mariadb.service" in wants
-    remote = render(gearman_db_on_same_host=False) / "systemd-override.conf"
+    remote = rendered["remote_db"] / "systemd-override.conf"
     wants = re.search(r"^Wants=(.*)$", remote.read_text(), re.MULTILINE).group(1).split()
     assert "mariadb.service" not in wants
     # Ordering after the database costs nothing when it is absent: always there.

@@ -1,0 +1,61 @@
+# Gearman job queue with Ansible: the lab and the tests.
+#   make lab          one host with job server, MySQL queue, workers (Docker)
+#   make lab-destroy  remove it
+#   make test         linters, unit tests and molecule on every platform
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+LAB_DISTRO ?= debian-12
+export LAB_DISTRO
+export PATH := $(abspath $(BIN)):$(PATH)
+export ANSIBLE_CONFIG := $(abspath ansible.cfg)
+
+.PHONY: help venv engine image lab lab-destroy test lint unit images clean
+
+help:
+	@sed -n 's/^#   //p' Makefile
+
+# The tools, pinned in requirements.txt; python3-venv is installed when the
+# system Python lacks it (Debian and Ubuntu split it out).
+$(BIN)/ansible-playbook: requirements.txt requirements.yml
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 && $(PYTHON) -c 'import ensurepip' 2>/dev/null \
+	  || { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; } \
+	  || { echo "Install python3-venv (apt-get install python3-venv) and run make again."; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/ansible-galaxy collection install -r requirements.yml
+	@touch $@
+
+venv: $(BIN)/ansible-playbook
+
+engine:
+	@$(PYTHON) lab/engine.py
+
+image: engine
+	@$(PYTHON) lab/base_image.py $(LAB_DISTRO)
+
+images: engine
+	@$(PYTHON) lab/base_image.py debian-12 debian-13 ubuntu-24.04 ubuntu-22.04
+
+lab: venv image
+	$(BIN)/ansible-playbook playbooks/lab.yml
+	$(BIN)/ansible-playbook -i inventories/lab site.yml
+	@$(BIN)/ansible-playbook playbooks/lab.yml --tags next-steps
+
+lab-destroy: venv
+	$(BIN)/ansible-playbook playbooks/lab.yml -e lab_state=absent
+
+lint: venv
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint --offline
+
+unit: venv
+	$(BIN)/python -m pytest -q tests/unit
+
+test: venv engine
+	$(BIN)/python tests/run_tests.py
+
+clean:
+	rm -rf $(VENV) .cache
