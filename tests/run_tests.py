@@ -7,7 +7,7 @@ base image cannot be built because its archive does not answer is skipped,
 with the reason printed. Environment:
     SCENARIOS     scenarios to run (default: every one under molecule/)
     PLATFORMS     platform names to keep (default: all)
-    MOLECULE_JOBS platforms run at once (default: 2)
+    MOLECULE_JOBS platforms run at once (default: 4)
     SKIP_MOLECULE=1 skips the molecule stage
 """
 
@@ -194,7 +194,7 @@ def run_all_molecule() -> Tally:
             else:
                 jobs.append((scenario, p["name"]))
     banner(f"molecule: {len(jobs)} platform runs, {os.environ.get('MOLECULE_JOBS', '2')} at a time")
-    workers = max(1, int(os.environ.get("MOLECULE_JOBS", "2")))
+    workers = max(1, int(os.environ.get("MOLECULE_JOBS", "4")))
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         for result in pool.map(lambda job: run_molecule(*job), jobs):
             tally.add(result)
