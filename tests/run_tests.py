@@ -193,7 +193,7 @@ def run_all_molecule() -> Tally:
                 tally.skipped += 1
             else:
                 jobs.append((scenario, p["name"]))
-    banner(f"molecule: {len(jobs)} platform runs, {os.environ.get('MOLECULE_JOBS', '2')} at a time")
+    banner(f"molecule: {len(jobs)} platform runs, {os.environ.get('MOLECULE_JOBS', '4')} at a time")
     workers = max(1, int(os.environ.get("MOLECULE_JOBS", "4")))
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         for result in pool.map(lambda job: run_molecule(*job), jobs):
