@@ -1,0 +1,87 @@
+#!/usr/bin/env php
+<?php
+// Submits the tutorial's two background jobs, sendEmail and resizeImage, and
+// returns at once: the job server keeps them (in MySQL) until a worker is free.
+//
+//   gearman-client.php [--count N] [--function sendEmail|resizeImage|both]
+//                      [--email ADDRESS] [--name NAME] [--image PATH]
+//                      [--servers FILE]
+// Prints one job handle a line; exits 1 with a message when no job server
+// takes a job.
+declare(strict_types=1);
+
+const SERVERS_FILE = '/etc/gearman/servers';
+
+function fail(string $message): never
+{
+    fwrite(STDERR, "gearman-client: $message\n");
+    exit(1);
+}
+
+function read_servers(string $file): array
+{
+    $lines = @file($file, FILE_IGNORE_NEW_LINES | FILE_SKIP_EMPTY_LINES);
+    if ($lines === false) {
+        fail("cannot read the job server list $file");
+    }
+    $servers = array_values(array_filter(array_map('trim', $lines), fn ($l) => $l !== '' && $l[0] !== '#'));
+    if (!$servers) {
+        fail("no job server in $file");
+    }
+    return $servers;
+}
+
+$opts = getopt('', ['count:', 'function:', 'email:', 'name:', 'image:', 'servers:', 'help']);
+if (isset($opts['help'])) {
+    fwrite(STDOUT, "usage: gearman-client.php [--count N] [--function sendEmail|resizeImage|both] "
+        . "[--email ADDRESS] [--name NAME] [--image PATH] [--servers FILE]\n");
+    exit(0);
+}
+$count = (int) ($opts['count'] ?? 1);
+$which = $opts['function'] ?? 'both';
+if ($count < 1 || !in_array($which, ['sendEmail', 'resizeImage', 'both'], true)) {
+    fail('--count takes a whole number from 1, --function sendEmail, resizeImage or both');
+}
+
+$client = new GearmanClient();
+$servers = read_servers($opts['servers'] ?? SERVERS_FILE);
+try {
+    foreach ($servers as $server) {
+        [$host, $port] = array_pad(explode(':', $server, 2), 2, '4730');
+        $client->addServer($host, (int) $port);
+    }
+} catch (GearmanException $e) {
+    fail('no job server answers at ' . implode(', ', $servers) . ': ' . $e->getMessage() . '; nothing was queued');
+}
+// Fail fast when no server answers rather than wait for the default timeout.
+$client->setTimeout(5000);
+
+for ($i = 1; $i <= $count; $i++) {
+    $jobs = [];
+    if ($which !== 'resizeImage') {
+        $jobs['sendEmail'] = [
+            'name' => $opts['name'] ?? 'web',
+            'email' => $opts['email'] ?? 'member@example.com',
+            'seq' => $i,
+            'lang' => 'php',
+        ];
+    }
+    if ($which !== 'sendEmail') {
+        $jobs['resizeImage'] = [
+            'image' => $opts['image'] ?? '/var/www/pub/image/test.png',
+            'seq' => $i,
+            'lang' => 'php',
+        ];
+    }
+    foreach ($jobs as $function => $payload) {
+        try {
+            $handle = $client->doBackground($function, json_encode($payload, JSON_THROW_ON_ERROR));
+        } catch (GearmanException $e) {
+            $handle = '';
+        }
+        if ($client->returnCode() !== GEARMAN_SUCCESS || !$handle) {
+            fail("$function was not queued: no job server answers (" . $client->error() . ')');
+        }
+        echo "$function queued: $handle\n";
+    }
+}

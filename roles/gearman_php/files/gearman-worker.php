@@ -1,0 +1,77 @@
+#!/usr/bin/env php
+<?php
+// The tutorial's worker: registers sendEmail and resizeImage and does the
+// work (here: logs the job and sleeps a while). Logs go to standard output,
+// which systemd sends to the journal.
+//
+//   gearman-worker.php [--servers FILE] [--work-ms N] [--id NAME]
+// SIGTERM or SIGINT: the job in hand is finished, then the worker exits.
+// A payload that is not JSON fails that job (sendFail); the worker goes on.
+declare(strict_types=1);
+
+const SERVERS_FILE = '/etc/gearman/servers';
+
+$opts = getopt('', ['servers:', 'work-ms:', 'id:']);
+$workMs = (int) ($opts['work-ms'] ?? getenv('GEARMAN_WORK_MS') ?: 100);
+$id = $opts['id'] ?? (getenv('GEARMAN_WORKER_ID') ?: 'php-' . getmypid());
+$stop = false;
+
+pcntl_async_signals(true);
+foreach ([SIGTERM, SIGINT] as $signal) {
+    pcntl_signal($signal, function () use (&$stop, $id) {
+        $stop = true;
+        echo "$id: stop asked, finishing the job in hand\n";
+    });
+}
+
+function log_line(string $line): void
+{
+    echo $line, "\n";
+}
+
+function handle(GearmanJob $job, string $what): void
+{
+    global $workMs, $id;
+    $payload = json_decode($job->workload(), true);
+    if (!is_array($payload)) {
+        log_line(sprintf('%s: FAILED %s %s: payload is not JSON: %s', $id, $job->functionName(), $job->handle(), substr($job->workload(), 0, 200)));
+        $job->sendFail();
+        return;
+    }
+    usleep($workMs * 1000);
+    log_line(sprintf('%s: done %s %s %s', $id, $job->functionName(), $job->handle(), json_encode($payload)));
+    $job->sendComplete("$what done by $id");
+}
+
+$worker = new GearmanWorker();
+$lines = @file($opts['servers'] ?? SERVERS_FILE, FILE_IGNORE_NEW_LINES | FILE_SKIP_EMPTY_LINES) ?: [];
+$servers = array_values(array_filter(array_map('trim', $lines), fn ($l) => $l !== '' && $l[0] !== '#'));
+foreach ($servers as $server) {
+    [$host, $port] = array_pad(explode(':', $server, 2), 2, '4730');
+    $worker->addServer($host, (int) $port);
+}
+if (!$servers) {
+    fwrite(STDERR, "$id: no job server listed\n");
+    exit(1);
+}
+$worker->addFunction('sendEmail', fn (GearmanJob $job) => handle($job, 'email'));
+$worker->addFunction('resizeImage', fn (GearmanJob $job) => handle($job, 'resize'));
+// Wake up every second to notice a stop request between jobs.
+$worker->setTimeout(1000);
+log_line("$id: ready for sendEmail, resizeImage");
+
+while (!$stop) {
+    $worker->work();
+    $rc = $worker->returnCode();
+    if ($rc === GEARMAN_SUCCESS || $rc === GEARMAN_TIMEOUT || $rc === GEARMAN_IO_WAIT || $rc === GEARMAN_NO_JOBS) {
+        continue;
+    }
+    if ($rc === GEARMAN_NO_ACTIVE_FDS || $rc === GEARMAN_COULD_NOT_CONNECT || $rc === GEARMAN_LOST_CONNECTION) {
+        // No job server right now: wait and try again rather than exit.
+        sleep(1);
+        continue;
+    }
+    log_line("$id: worker error " . $worker->error() . ", going on");
+    sleep(1);
+}
+log_line("$id: stopped");
