@@ -1,5 +1,5 @@
 # Gearman job queue with Ansible: the lab and the tests.
-#   make lab          one host with job server, MySQL queue, workers (Docker)
+#   make lab          one host with job server, MySQL queue, workers (Docker), then the experiment
 #   make lab-destroy  remove it
 #   make test         linters, unit tests and molecule on every platform
 SHELL := /bin/bash
@@ -42,6 +42,7 @@ images: engine
 lab: venv image
 	$(BIN)/ansible-playbook playbooks/lab.yml
 	$(BIN)/ansible-playbook -i inventories/lab site.yml
+	$(BIN)/ansible-playbook -i inventories/lab playbooks/demo.yml
 	@$(BIN)/ansible-playbook playbooks/lab.yml --tags next-steps
 
 lab-destroy: venv

@@ -39,7 +39,7 @@ function handle(GearmanJob $job, string $what): void
         return;
     }
     usleep($workMs * 1000);
-    log_line(sprintf('%s: done %s %s %s', $id, $job->functionName(), $job->handle(), json_encode($payload)));
+    log_line(sprintf('%s: done %s %s %s', $id, $job->functionName(), $job->handle(), json_encode($payload, JSON_UNESCAPED_SLASHES)));
     $job->sendComplete("$what done by $id");
 }
 
