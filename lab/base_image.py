@@ -10,7 +10,6 @@ checking off.
 Usage:
     base_image.py [--force] DISTRO [DISTRO ...]
     base_image.py --list
-    base_image.py --tag DISTRO          # print the image tag and exit
     base_image.py --probe DISTRO        # exit 0 when the archive answers
 """
 
@@ -230,7 +229,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("distros", nargs="*", metavar="DISTRO")
     parser.add_argument("--force", action="store_true", help="rebuild even when present")
     parser.add_argument("--list", action="store_true", help="list the known distributions")
-    parser.add_argument("--tag", action="store_true", help="print the image tag of DISTRO")
     parser.add_argument("--probe", action="store_true", help="exit 0 when the archive answers")
     args = parser.parse_args(argv)
     if args.list:
@@ -241,9 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"choose among: {', '.join(DISTROS)} (got {unknown or 'nothing'})")
     for name in args.distros:
         distro = DISTROS[name]
-        if args.tag:
-            print(distro.tag)
-        elif args.probe:
+        if args.probe:
             if not archive_answers(distro):
                 log(f"{distro.mirror} does not answer for {distro.suite}")
                 return 1
