@@ -41,6 +41,7 @@ images: engine
 
 lab: venv image
 	$(BIN)/ansible-playbook playbooks/lab.yml
+	$(BIN)/ansible-playbook -i inventories/lab playbooks/controller_ca.yml
 	$(BIN)/ansible-playbook -i inventories/lab site.yml
 	$(BIN)/ansible-playbook -i inventories/lab playbooks/demo.yml
 	@$(BIN)/ansible-playbook playbooks/lab.yml --tags next-steps

@@ -79,8 +79,12 @@ for ($i = 1; $i <= $count; $i++) {
         } catch (GearmanException $e) {
             $handle = '';
         }
-        if ($client->returnCode() !== GEARMAN_SUCCESS || !$handle) {
-            fail("$function was not queued: no job server answers (" . $client->error() . ')');
+        $rc = $client->returnCode();
+        if ($rc !== GEARMAN_SUCCESS || !$handle) {
+            $unreachable = [GEARMAN_COULD_NOT_CONNECT, GEARMAN_LOST_CONNECTION, GEARMAN_NO_ACTIVE_FDS, GEARMAN_TIMEOUT, GEARMAN_ERRNO];
+            fail(in_array($rc, $unreachable, true)
+                ? "$function was not queued: no job server answers (" . $client->error() . ')'
+                : "$function was not queued: the job server refused it, see its log (" . $client->error() . ')');
         }
         echo "$function queued: $handle\n";
     }

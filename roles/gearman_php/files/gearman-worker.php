@@ -38,7 +38,9 @@ function handle(GearmanJob $job, string $what): void
         $job->sendFail();
         return;
     }
-    usleep($workMs * 1000);
+    // A payload may ask for slower work ("work_ms"), to try out faults.
+    $ms = isset($payload['work_ms']) ? min(max((int) $payload['work_ms'], 0), 600000) : $workMs;
+    usleep($ms * 1000);
     log_line(sprintf('%s: done %s %s %s', $id, $job->functionName(), $job->handle(), json_encode($payload, JSON_UNESCAPED_SLASHES)));
     $job->sendComplete("$what done by $id");
 }

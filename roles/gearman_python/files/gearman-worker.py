@@ -1,0 +1,139 @@
+"""The tutorial's worker in Python: registers sendEmail and resizeImage and
+does the work (here: logs the job and sleeps a while). Lines go to standard
+output, which systemd sends to the journal, in the PHP worker's format.
+
+    gearman-worker.py [--servers FILE] [--work-ms N] [--id NAME]
+
+SIGTERM or SIGINT: the job in hand is finished, then the worker exits.
+A payload that is not JSON fails that job (WORK_FAIL); the worker goes on.
+The job server list is re-read only at start.
+"""
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+
+import gear
+
+SERVERS_FILE = "/etc/gearman/servers"
+FUNCTIONS = {"sendEmail": "email", "resizeImage": "resize"}
+
+
+def log(line):
+    print(line, flush=True)
+
+
+def read_servers(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.strip() for line in f]
+    except OSError:
+        return []
+    servers = []
+    for line in lines:
+        if line and not line.startswith("#"):
+            host, _, port = line.rpartition(":") if ":" in line else (line, "", "4730")
+            servers.append((host, int(port)))
+    return servers
+
+
+class Stopper:
+    """Turns SIGTERM/SIGINT into a clean stop. A signal handler must not take
+    the library's locks, so a helper thread interrupts the wait for a job,
+    and only while no job is in hand."""
+
+    def __init__(self, worker, worker_id):
+        self.worker = worker
+        self.worker_id = worker_id
+        self.requested = threading.Event()
+        self.busy = threading.Event()
+        self.finished = threading.Event()
+
+    def install(self):
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, signum, frame):
+        if not self.requested.is_set():
+            self.requested.set()
+            log(f"{self.worker_id}: stop asked, finishing the job in hand")
+            threading.Thread(target=self._interrupt, daemon=True).start()
+
+    def _interrupt(self):
+        while not self.finished.wait(0.5):
+            if not self.busy.is_set():
+                self.worker.stopWaitingForJobs()
+
+
+def text(value):
+    return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
+
+
+def handle(job, worker_id, work_ms):
+    function = job.name
+    handle_text = text(job.handle)
+    try:
+        payload = json.loads(job.arguments.decode("utf-8"))
+        if not isinstance(payload, dict):
+            raise ValueError("not a JSON object")
+    except ValueError:
+        shown = job.arguments[:200].decode("utf-8", "replace")
+        log(f"{worker_id}: FAILED {function} {handle_text}: payload is not JSON: {shown}")
+        job.sendWorkFail()
+        return
+    # A payload may ask for slower work ("work_ms"), to try out faults.
+    if "work_ms" in payload:
+        try:
+            work_ms = min(max(int(payload["work_ms"]), 0), 600000)
+        except (TypeError, ValueError):
+            pass
+    time.sleep(work_ms / 1000)
+    log(f"{worker_id}: done {function} {handle_text} {json.dumps(payload, separators=(',', ':'))}")
+    job.sendWorkComplete(f"{FUNCTIONS[function]} done by {worker_id}".encode())
+
+
+def main():
+    parser = argparse.ArgumentParser(prog="gearman-worker.py", description="Do sendEmail and resizeImage jobs.")
+    parser.add_argument("--servers", default=SERVERS_FILE)
+    parser.add_argument("--work-ms", type=int, default=int(os.environ.get("GEARMAN_WORK_MS", "100")))
+    parser.add_argument("--id", default=os.environ.get("GEARMAN_WORKER_ID", f"python-{os.getpid()}"))
+    args = parser.parse_args()
+
+    servers = read_servers(args.servers)
+    if not servers:
+        print(f"{args.id}: no job server listed in {args.servers}", file=sys.stderr)
+        sys.exit(1)
+    # gear reconnects on its own, and registers the functions again, when a
+    # job server goes away and comes back.
+    worker = gear.Worker(args.id)
+    stopper = Stopper(worker, args.id)
+    stopper.install()
+    for host, port in servers:
+        worker.addServer(host, port)
+    for function in FUNCTIONS:
+        worker.registerFunction(function)
+    log(f"{args.id}: ready for {', '.join(FUNCTIONS)}")
+
+    while not stopper.requested.is_set():
+        try:
+            job = worker.getJob()
+        except gear.InterruptedError:
+            continue
+        stopper.busy.set()
+        try:
+            handle(job, args.id, args.work_ms)
+        except Exception as e:  # the connection went away mid-job: the server hands the job out again
+            log(f"{args.id}: could not report {job.name} {text(job.handle)}: {e}; going on")
+        finally:
+            stopper.busy.clear()
+    stopper.finished.set()
+    worker.shutdown()
+    log(f"{args.id}: stopped")
+
+
+if __name__ == "__main__":
+    main()
