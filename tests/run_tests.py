@@ -37,12 +37,15 @@ class Tally:
     failed: int = 0
     skipped: int = 0
     failures: list[str] = dataclasses.field(default_factory=list)
+    # Lines the tests print for the record, such as the fault counts.
+    figures: list[str] = dataclasses.field(default_factory=list)
 
     def add(self, other: "Tally") -> None:
         self.passed += other.passed
         self.failed += other.failed
         self.skipped += other.skipped
         self.failures += other.failures
+        self.figures += other.figures
 
 
 def banner(text: str) -> None:
@@ -166,6 +169,7 @@ def run_molecule(scenario: str, platform: str) -> Tally:
         tally.failed += 1
         tally.failures.append(f"{name}: molecule test failed (log: {log})")
     text = log.read_text(errors="replace")
+    tally.figures += [f"{platform}: {line}" for line in text.splitlines() if line.startswith("FAULT ")]
     status = "ok" if result.returncode == 0 else "FAILED"
     print(f"\n---- {name}: {status} in {elapsed:.0f} s, "
           f"{tally.passed} passed, {tally.failed} failed (log: {log})", flush=True)
@@ -214,6 +218,8 @@ def main() -> int:
     else:
         total.add(run_all_molecule())
     banner(f"summary after {time.monotonic() - started:.0f} s")
+    for figure in sorted(total.figures):
+        print(figure)
     for failure in total.failures:
         print(f"FAILED {failure}")
     line = f"{total.passed} passed, {total.failed} failed"

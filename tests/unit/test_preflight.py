@@ -51,7 +51,9 @@ def test_valid_settings_pass(tmp_path):
         ({"gearman_init_system": "runit"}, "gearman_init_system"),
         ({"gearman_mysql_table": "queue; DROP TABLE x"}, "gearman_mysql_table: takes letters, digits and _ only"),
         ({"gearman_job_retries": 300}, "gearman_job_retries: takes 0 (no limit) to 255, not 300"),
+        ({"gearman_mysql_connect_timeout": 0}, "gearman_mysql_connect_timeout: takes 1 or more seconds"),
         ({"gearman_extra_params": ["--round-robin", "-q redis"]}, "these are not: -q redis"),
+        ({"gearman_extra_params": ["--ssl", "--ssl-key=/k.pem"]}, "built without TLS"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_variable(tmp_path, settings, named):

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-PASSWORD = "molecule-queue-pw"
+# As in molecule.yml (where $$ stands for $): quotes, $, # and % go through
+# every layer, templates, gearmand.conf and the database modules.
+PASSWORD = "mol'e\"cule$q#ue%pw"
 PORT = 4730
 TABLE = "gearman.gearman_queue"
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[3]))
@@ -143,6 +145,9 @@ def test_queue_user_has_privileges_on_the_queue_database_only(host):
     assert on == {"*.*", "`gearman`.*"}
     global_grant = next(line for line in grants.splitlines() if " ON *.* " in line)
     assert global_grant.startswith("GRANT USAGE ON *.*")
+    # ... and may log in from the job server hosts only (here: this host).
+    hosts = host.check_output("mysql -N -B -e %s", "SELECT Host FROM mysql.user WHERE User = 'gearman'").split()
+    assert sorted(hosts) == ["127.0.0.1", "localhost"]
 
 
 def test_check_mode_on_a_converged_host_reports_no_change(host):
@@ -156,6 +161,7 @@ def test_check_mode_on_a_converged_host_reports_no_change(host):
             "-i",
             str(Path(inventory).parent),
             "--check",
+            "-v",
             "--limit",
             name,
             str(PROJECT / "site.yml"),
@@ -169,3 +175,5 @@ def test_check_mode_on_a_converged_host_reports_no_change(host):
     recap = re.search(rf"^{re.escape(name)}\s+:.*$", result.stdout, re.MULTILINE)
     assert recap, result.stdout[-3000:]
     assert " changed=0 " in recap.group(0), result.stdout[-5000:]
+    # The play's output, even with -v, never shows the queue password.
+    assert PASSWORD not in result.stdout + result.stderr
