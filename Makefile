@@ -2,6 +2,7 @@
 #   make lab          one host with job server, MySQL queue, workers (Docker), then the experiment
 #   make lab-destroy  remove it
 #   make test         linters, unit tests and molecule on every platform
+#   make bench        queue throughput in the lab, MySQL against memory (BENCH_ARGS="--jobs 5000")
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -11,7 +12,7 @@ export LAB_DISTRO
 export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 
-.PHONY: help venv engine image lab lab-destroy test lint unit images clean
+.PHONY: help venv engine image lab lab-destroy test lint unit images clean bench
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -45,6 +46,10 @@ lab: venv image
 	$(BIN)/ansible-playbook -i inventories/lab site.yml
 	$(BIN)/ansible-playbook -i inventories/lab playbooks/demo.yml
 	@$(BIN)/ansible-playbook playbooks/lab.yml --tags next-steps
+
+bench:
+	docker cp bench/queue_bench.py gearman-lab:/tmp/queue_bench.py
+	docker exec gearman-lab /opt/gearman-python/bin/python3 /tmp/queue_bench.py $(BENCH_ARGS)
 
 lab-destroy: venv
 	$(BIN)/ansible-playbook playbooks/lab.yml -e lab_state=absent

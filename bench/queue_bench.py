@@ -1,0 +1,116 @@
+"""What persistence costs: background jobs per second into and out of
+gearmand, with its queue in MySQL and (for comparison) in memory.
+
+Run it on a job server host with the project's Python environment, e.g. in
+the lab (make bench does this):
+
+    /opt/gearman-python/bin/python3 queue_bench.py [--jobs N] [--workers K] [--size BYTES]
+
+It uses a function of its own (queueBench), so the sample workers do not take
+its jobs. For the in-memory figures it starts a second gearmand on a spare
+port with --queue-type=builtin and stops it afterwards. Prints a table; it
+asserts nothing.
+"""
+
+import argparse
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+
+import gear
+
+FUNCTION = "queueBench"
+
+
+def submit(port, jobs, size):
+    client = gear.Client("bench-client")
+    client.addServer("127.0.0.1", port)
+    client.waitForServer(10)
+    payload = b"x" * size
+    started = time.monotonic()
+    for _ in range(jobs):
+        job = gear.Job(FUNCTION, payload, unique=str(uuid.uuid4()))
+        client.submitJob(job, background=True, timeout=30)
+        if not job.handle:
+            raise SystemExit("a job was not queued")
+    elapsed = time.monotonic() - started
+    client.shutdown()
+    return elapsed
+
+
+def drain(port, jobs, workers):
+    done = 0
+    lock = threading.Lock()
+    finished = threading.Event()
+
+    def work(n):
+        nonlocal done
+        worker = gear.Worker(f"bench-worker-{n}")
+        worker.addServer("127.0.0.1", port)
+        worker.registerFunction(FUNCTION)
+        while not finished.is_set():
+            try:
+                job = worker.getJob()
+            except gear.InterruptedError:
+                break
+            job.sendWorkComplete(b"")
+            with lock:
+                done += 1
+                if done >= jobs:
+                    finished.set()
+        worker.shutdown()
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=work, args=(n,), daemon=True) for n in range(workers)]
+    for thread in threads:
+        thread.start()
+    finished.wait(600)
+    return time.monotonic() - started
+
+
+def mysql_rows():
+    out = subprocess.run(
+        ["mysql", "-N", "-B", "-e", f"SELECT COUNT(*) FROM gearman.gearman_queue WHERE function_name = '{FUNCTION}'"],
+        capture_output=True, text=True,
+    )
+    return out.stdout.strip() or "?"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--size", type=int, default=100, help="payload bytes")
+    parser.add_argument("--port", type=int, default=4730, help="the MySQL-backed gearmand")
+    parser.add_argument("--builtin-port", type=int, default=4745)
+    args = parser.parse_args()
+
+    rows = []
+    elapsed = submit(args.port, args.jobs, args.size)
+    queued_rows = mysql_rows()
+    rows.append(("mysql", args.jobs / elapsed, args.jobs / drain(args.port, args.jobs, args.workers), queued_rows))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        server = subprocess.Popen(
+            ["gearmand", "--listen=127.0.0.1", f"--port={args.builtin_port}", "--queue-type=builtin",
+             f"--log-file={tmp}/log", f"--pid-file={tmp}/pid"],
+        )
+        try:
+            time.sleep(1)
+            elapsed = submit(args.builtin_port, args.jobs, args.size)
+            rows.append(("builtin", args.jobs / elapsed,
+                         args.jobs / drain(args.builtin_port, args.jobs, args.workers), "-"))
+        finally:
+            server.terminate()
+            server.wait(10)
+
+    print(f"{args.jobs} background jobs of {args.size} bytes, one submitting client, {args.workers} workers")
+    print(f"{'queue':<8} {'submit jobs/s':>14} {'drain jobs/s':>13} {'rows after submit':>18}")
+    for queue, submit_rate, drain_rate, table_rows in rows:
+        print(f"{queue:<8} {submit_rate:>14.0f} {drain_rate:>13.0f} {table_rows:>18}")
+
+
+if __name__ == "__main__":
+    main()
