@@ -8,34 +8,17 @@ clients with a certificate and nobody else; the packaged gearmand's own
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
-from test_job_server import PASSWORD, PORT, PROJECT, TABLE, main_pid, wait_until
+from test_job_server import PASSWORD, PORT, TABLE, main_pid, play, wait_until
+from test_workers import now
 
 CONFIG = "/etc/gearmand.conf"
 TLS_DIR = "/etc/gearman/tls"  # the lab certificates the scenario asks for
 TLS_PORT = 4731
-
-
-def play(host, playbook: str, *extra: str) -> subprocess.CompletedProcess:
-    """ansible-playbook against this molecule host; skipped outside molecule."""
-    inventory = os.environ.get("MOLECULE_INVENTORY_FILE")
-    if not inventory:
-        pytest.skip("not run by molecule: no inventory to play against")
-    return subprocess.run(
-        ["ansible-playbook", "-i", str(Path(inventory).parent), "--limit", host.backend.get_hostname(),
-         str(PROJECT / playbook), *extra],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
-    )
 
 
 @pytest.mark.parametrize(
@@ -180,7 +163,7 @@ def test_the_firewall_admits_listed_sources_only(host):
 
 def test_tls_front_takes_jobs_from_a_client_with_a_certificate(host):
     run = uuid.uuid4().hex[:8]
-    since = host.check_output("date '+%Y-%m-%d %H:%M:%S'").strip()
+    since = now(host)
     submit = host.run(
         "/opt/gearman-python/bin/python3 -c %s",
         "import json, uuid, gear\n"

@@ -150,27 +150,24 @@ def test_queue_user_has_privileges_on_the_queue_database_only(host):
     assert sorted(hosts) == ["127.0.0.1", "localhost"]
 
 
-def test_check_mode_on_a_converged_host_reports_no_change(host):
-    name = host.backend.get_hostname()
+def play(host, playbook: str, *extra: str) -> subprocess.CompletedProcess:
+    """ansible-playbook against this molecule host; skipped outside molecule."""
     inventory = os.environ.get("MOLECULE_INVENTORY_FILE")
     if not inventory:
-        pytest.skip("not run by molecule: no inventory to check against")
-    result = subprocess.run(
-        [
-            "ansible-playbook",
-            "-i",
-            str(Path(inventory).parent),
-            "--check",
-            "-v",
-            "--limit",
-            name,
-            str(PROJECT / "site.yml"),
-        ],
+        pytest.skip("not run by molecule: no inventory to play against")
+    return subprocess.run(
+        ["ansible-playbook", "-i", str(Path(inventory).parent), "--limit", host.backend.get_hostname(),
+         str(PROJECT / playbook), *extra],
         capture_output=True,
         text=True,
         timeout=600,
         env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
     )
+
+
+def test_check_mode_on_a_converged_host_reports_no_change(host):
+    name = host.backend.get_hostname()
+    result = play(host, "site.yml", "--check", "-v")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     recap = re.search(rf"^{re.escape(name)}\s+:.*$", result.stdout, re.MULTILINE)
     assert recap, result.stdout[-3000:]
