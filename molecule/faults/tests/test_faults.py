@@ -1,0 +1,140 @@
+"""Faults, counted: N background jobs wait in MySQL while no worker runs, a
+fault strikes, the workers start, and every job must be done. Background
+jobs are at-least-once, so duplicates are counted and reported, never
+hidden; a lost job fails the test. Each test prints
+`FAULT <name>: submitted N, done N, lost 0, duplicated D`."""
+
+from __future__ import annotations
+
+import collections
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from conftest import ALL_WORKERS, FUNCTIONS, PORT, wait_until
+
+N = 500  # jobs a fault test submits: half from the PHP client, half from Python
+
+
+def count_and_report(gearman, name: str, since: str, run: str) -> None:
+    assert wait_until(lambda: gearman.rows(run=run) == 0, timeout=180, step=2), (
+        f"{gearman.rows(run=run)} of {N} jobs still in the table after 180 s"
+    )
+    assert wait_until(lambda: len(gearman.done(since, run)) >= N, timeout=20)
+    done = collections.Counter((function, payload["lang"], payload["seq"]) for function, payload in gearman.done(since, run))
+    expected = {(f, lang, seq) for f in FUNCTIONS for lang in ("php", "python") for seq in range(1, N // 4 + 1)}
+    lost = expected - set(done)
+    duplicated = sum(done.values()) - len(done)
+    print(f"\nFAULT {name}: submitted {N}, done {len(set(done) & expected)}, lost {len(lost)}, duplicated {duplicated}")
+    assert not lost, f"lost: {sorted(lost)[:10]}"
+    assert set(done) <= expected
+
+
+def queue_with_workers_stopped(gearman) -> tuple[str, str]:
+    gearman.systemctl("stop", *ALL_WORKERS)
+    since = gearman.now()
+    run = uuid.uuid4().hex[:8]
+    # --count K queues K sendEmail and K resizeImage jobs.
+    gearman.submit("php", N // 4, run)
+    gearman.submit("python", N // 4, run)
+    assert gearman.rows(run=run) == N
+    return since, run
+
+
+@pytest.fixture(autouse=True)
+def _restored(workers_restored):
+    yield
+
+
+def test_gearmand_killed_with_sigkill(gearman):
+    since, run = queue_with_workers_stopped(gearman)
+    before = gearman.main_pid()
+    gearman.systemctl("kill", "-s", "SIGKILL", "gearman-job-server")
+    # Restart=on-failure brings it back; it replays the table.
+    assert wait_until(lambda: gearman.main_pid() not in (0, before) and gearman.accepting(), timeout=30)
+    gearman.systemctl("start", *ALL_WORKERS)
+    count_and_report(gearman, "gearmand SIGKILL", since, run)
+
+
+def test_mariadb_restarted_under_a_running_gearmand(gearman):
+    gearman.systemctl("stop", *ALL_WORKERS)
+    since = gearman.now()
+    run = uuid.uuid4().hex[:8]
+    pid = gearman.main_pid()
+    gearman.submit("php", N // 4, run)
+    gearman.systemctl("restart", "mariadb")
+    # gearmand reconnects: jobs queued after the restart are stored too.
+    gearman.submit("python", N // 4, run)
+    assert gearman.rows(run=run) == N
+    gearman.systemctl("start", *ALL_WORKERS)
+    count_and_report(gearman, "MariaDB restart", since, run)
+    assert gearman.main_pid() == pid, "gearmand itself must not have restarted"
+
+
+def test_host_rebooted_with_jobs_waiting(host, gearman):
+    since, run = queue_with_workers_stopped(gearman)
+    subprocess.run(["docker", "restart", host.backend.get_hostname()], check=True, capture_output=True)
+    # Everything comes back by itself: MariaDB, gearmand (after it), the workers.
+    assert wait_until(
+        lambda: host.run("systemctl is-system-running --wait").stdout.strip() in ("running", "degraded"), timeout=120
+    )
+    assert wait_until(gearman.accepting, timeout=60)
+    count_and_report(gearman, "host reboot", since, run)
+    # In the right order the first time: no unit needed a restart to get
+    # there (Restart= would hide a start before MariaDB was ready).
+    started = "ExecMainStartTimestampMonotonic"
+    mariadb = gearman.unit("mariadb", "ActiveEnterTimestampMonotonic")
+    gearmand = gearman.unit("gearman-job-server", "NRestarts", started)
+    assert gearmand["NRestarts"] == "0"
+    assert int(gearmand[started]) >= int(mariadb["ActiveEnterTimestampMonotonic"]) > 0
+    for unit in ALL_WORKERS:
+        assert host.service(unit).is_running, f"{unit} did not start at boot"
+        worker = gearman.unit(unit, "NRestarts", started)
+        assert worker["NRestarts"] == "0", unit
+        assert int(worker[started]) >= int(gearmand[started]), f"{unit} started before gearmand"
+
+
+def test_worker_killed_in_the_middle_of_jobs(gearman):
+    since, run = queue_with_workers_stopped(gearman)
+    gearman.systemctl("start", *ALL_WORKERS)
+    # SIGKILL a worker of each language a few times while they drain the
+    # queue; gearmand hands their jobs in hand to another worker.
+    for _ in range(3):
+        time.sleep(2)
+        for unit in ("gearman-worker-php@1.service", "gearman-worker-python@1.service"):
+            gearman.systemctl("kill", "-s", "SIGKILL", unit, check=False)
+    count_and_report(gearman, "worker SIGKILL", since, run)
+
+
+def test_a_job_that_kills_its_workers_is_dropped_after_the_retries(host, gearman):
+    """A poison job: every worker that takes it dies. gearmand hands it out
+    --job-retries times (3 by default), then drops it and deletes its row,
+    and the queue goes on."""
+    assert wait_until(lambda: gearman.rows() == 0, timeout=120), "the queue must be empty to start with"
+    gearman.systemctl("stop", *ALL_WORKERS[1:])
+    unit = ALL_WORKERS[0]
+    run = uuid.uuid4().hex[:8]
+    host.check_output(
+        "gearman -h 127.0.0.1 -p %s -b -f sendEmail %s", str(PORT), f'{{"poison":"{run}","work_ms":60000}}'
+    )
+    assert gearman.rows(run=run) == 1
+    kills = 0
+    for _ in range(6):
+        if gearman.rows(run=run) == 0:
+            break
+        # Wait until the worker holds the job, then kill it (as a crash would).
+        assert wait_until(lambda: gearman.running("sendEmail") == 1, timeout=30), "no worker took the job"
+        gearman.systemctl("kill", "-s", "SIGKILL", unit)
+        kills += 1
+        wait_until(lambda: gearman.running("sendEmail") == 0, timeout=10)
+        time.sleep(3)  # Restart=always brings the worker back after 2 s
+    print(f"\nFAULT poison job: handed out {kills} times, then dropped; rows left {gearman.rows(run=run)}")
+    assert kills == 3
+    assert wait_until(lambda: gearman.rows(run=run) == 0, timeout=10)
+    # The queue still works.
+    marker = uuid.uuid4().hex[:8]
+    since = gearman.now()
+    gearman.submit("php", 1, marker)
+    assert wait_until(lambda: len(gearman.done(since, marker)) == 2, timeout=30)
