@@ -40,7 +40,12 @@ function handle(GearmanJob $job, string $what): void
     }
     // A payload may ask for slower work ("work_ms"), to try out faults.
     $ms = isset($payload['work_ms']) ? min(max((int) $payload['work_ms'], 0), 600000) : $workMs;
-    usleep($ms * 1000);
+    // A signal (the stop request) cuts usleep() short: sleep on until the
+    // job's time is up, so that the job in hand is really finished.
+    $until = hrtime(true) + $ms * 1000000;
+    while (($left = $until - hrtime(true)) > 0) {
+        usleep(intdiv($left, 1000));
+    }
     log_line(sprintf('%s: done %s %s %s', $id, $job->functionName(), $job->handle(), json_encode($payload, JSON_UNESCAPED_SLASHES)));
     $job->sendComplete("$what done by $id");
 }
