@@ -1,0 +1,180 @@
+"""What every scenario's testinfra tests share: the host seen as the tutorial
+sees it (gearadmin's view, the queue table's rows, the workers' journal), and
+the secrets that must not leak. molecule/pytest.ini makes this folder the
+root, so pytest loads this module for every scenario; tests take the
+`gearman` fixture and import plain helpers and names from here."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+PORT = 4730
+TLS_PORT = 4731
+DB, TABLE = "gearman", "gearman_queue"
+FUNCTIONS = ("sendEmail", "resizeImage")
+PHP_WORKERS = ["gearman-worker-php@1.service", "gearman-worker-php@2.service"]
+PYTHON_WORKERS = ["gearman-worker-python@1.service"]
+ALL_WORKERS = PHP_WORKERS + PYTHON_WORKERS
+VENV = "/opt/gearman-python"
+CLIENTS = {"php": "gearman-client.php", "python": "gearman-client.py"}
+PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[1]))
+# Characters that an output format may escape (JSON, YAML, shell quoting):
+# a leak check looks for the pieces of a secret between them.
+ESCAPED = re.compile(r"[\"'\\]")
+
+
+def wait_until(predicate, timeout=30.0, step=0.5):
+    """Poll predicate until it is true; return its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(step)
+
+
+def secret_pieces(secret: str) -> list[str]:
+    """The parts of a secret that read the same however it is escaped: the
+    runs between quotes and backslashes, 6 characters or longer."""
+    pieces = [piece for piece in ESCAPED.split(secret) if len(piece) >= 6]
+    assert pieces, f"the secret has no run of 6 characters free of {ESCAPED.pattern}: no leak check can find it"
+    return pieces
+
+
+def leaks(text: str, secret: str) -> list[str]:
+    """The pieces of the secret found in text (an empty list: no leak)."""
+    return [piece for piece in secret_pieces(secret) if piece in text]
+
+
+def jobs_done(log: str, run: str) -> list[tuple[str, dict]]:
+    """(function, payload) of each job a worker journal reports done for this run."""
+    return [
+        (function, json.loads(payload.replace("\\/", "/")))
+        for function, payload in re.findall(r": done (\w+) \S+ (\{.*\})$", log, re.MULTILINE)
+        if run in payload
+    ]
+
+
+class Gearman:
+    """One all-in-one host: job server, queue table, sample workers and clients."""
+
+    def __init__(self, host):
+        self.host = host
+
+    # --- the job server -------------------------------------------------
+    def status(self) -> dict[str, tuple[int, int, int]]:
+        """gearadmin --status: {function: (queued, running, workers)}."""
+        out = self.host.check_output("gearadmin --status -h 127.0.0.1 -p %s", str(PORT))
+        table = {}
+        for line in out.splitlines():
+            fields = line.split("\t")
+            if len(fields) == 4:
+                table[fields[0]] = tuple(int(f) for f in fields[1:])
+        return table
+
+    def queued(self, *functions: str) -> dict[str, int]:
+        """Jobs gearmand holds per function (functions it does not know are left out)."""
+        return {f: counts[0] for f, counts in self.status().items() if f in (functions or FUNCTIONS)}
+
+    def running(self, function: str) -> int:
+        return self.status().get(function, (0, 0, 0))[1]
+
+    def main_pid(self, unit: str = "gearman-job-server") -> int:
+        return int(self.host.check_output("systemctl show -p MainPID --value %s", unit))
+
+    def accepting(self) -> bool:
+        return self.host.run("gearadmin --getpid -h 127.0.0.1 -p %s", str(PORT)).rc == 0
+
+    def restart_gearmand(self) -> None:
+        before = self.main_pid()
+        self.host.check_output("systemctl restart gearman-job-server")
+        assert wait_until(self.accepting), "gearmand did not come back after restart"
+        assert self.main_pid() not in (0, before)
+
+    # --- the queue table ------------------------------------------------
+    def sql(self, query: str) -> str:
+        return self.host.check_output("mysql -N -B -e %s", query)
+
+    def rows(self, *functions: str, run: str | None = None) -> int:
+        """Rows in the queue table: of these functions (default: the samples'),
+        or whose payload carries this run's marker."""
+        where = (f"data LIKE '%{run}%'" if run
+                 else "function_name IN (" + ", ".join(f"'{f}'" for f in functions or FUNCTIONS) + ")")
+        return int(self.sql(f"SELECT COUNT(*) FROM {DB}.{TABLE} WHERE {where}"))
+
+    # --- workers and clients --------------------------------------------
+    def systemctl(self, action: str, *units: str, check: bool = True):
+        """systemctl ACTION UNIT..., each unit its own argument."""
+        command = "systemctl " + action + " %s" * len(units)
+        return self.host.check_output(command, *units) if check else self.host.run(command, *units)
+
+    def unit(self, unit: str, *properties: str) -> dict[str, str]:
+        out = self.host.check_output("systemctl show %s" + " -p %s" * len(properties), unit, *properties)
+        return dict(line.split("=", 1) for line in out.splitlines())
+
+    def now(self) -> str:
+        """A journal timestamp; what is logged from the next second on is after it."""
+        since = self.host.check_output("date '+%Y-%m-%d %H:%M:%S'").strip()
+        time.sleep(1)
+        return since
+
+    def worker_log(self, since: str, *units: str) -> str:
+        """What the given worker units (default: all) logged since then."""
+        units = units or ("gearman-worker-*@*.service",)
+        return self.host.check_output(
+            "journalctl --no-pager -o cat" + " -u %s" * len(units) + " --since %s", *units, since
+        )
+
+    def done(self, since: str, run: str, *units: str) -> list[tuple[str, dict]]:
+        return jobs_done(self.worker_log(since, *units), run)
+
+    def submit(self, language: str, count: int, run: str, *options: str):
+        """COUNT sendEmail and COUNT resizeImage jobs from a sample client, marked with run."""
+        result = self.host.run(
+            f"{CLIENTS[language]} --count %s --email %s --image %s" + " %s" * len(options),
+            str(count), f"{run}@example.com", f"/tmp/{run}.png", *options,
+        )
+        assert result.rc == 0, result.stderr
+        assert len(re.findall(r"queued: (\S+)", result.stdout)) == 2 * count, result.stdout
+        return result
+
+    # --- plays against this host ----------------------------------------
+    def play(self, playbook: str, *extra: str) -> subprocess.CompletedProcess:
+        """ansible-playbook against this molecule host."""
+        inventory = os.environ.get("MOLECULE_INVENTORY_FILE")
+        if not inventory:
+            pytest.fail("not run by molecule: no inventory to play against")
+        return subprocess.run(
+            ["ansible-playbook", "-i", str(Path(inventory).parent), "--limit", self.host.backend.get_hostname(),
+             str(PROJECT / playbook), *extra],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
+        )
+
+
+@pytest.fixture
+def gearman(host) -> Gearman:
+    return Gearman(host)
+
+
+@pytest.fixture
+def password(host) -> str:
+    """The queue password the scenario's inventory gives this host."""
+    return host.ansible.get_variables()["gearman_mysql_password"]
+
+
+@pytest.fixture
+def workers_restored(gearman):
+    """Whatever a test stops, gearmand, MariaDB and every worker run again afterwards."""
+    yield
+    gearman.host.run("systemctl start gearman-job-server mariadb")
+    gearman.systemctl("start", *ALL_WORKERS, check=False)
