@@ -2,13 +2,25 @@
 """Run every check of the project and end with one line: N passed, N failed.
 
 Stages: yamllint, ansible-lint, the unit tests, then `molecule test` for each
-platform of each scenario, several platforms at a time. A platform whose
-base image cannot be built because its archive does not answer is skipped,
-with the reason printed. Environment:
-    SCENARIOS     scenarios to run (default: every one under molecule/)
-    PLATFORMS     platform names to keep (default: all)
-    MOLECULE_JOBS platforms run at once (default: 4)
-    SKIP_MOLECULE=1 skips the molecule stage
+platform of each scenario, several at a time. A scenario runs on the
+platforms that list it in .config/molecule/config.yml (`scenarios`).
+
+Whatever was asked for and not tested is a failure, with its reason in the
+summary: a scenario or platform name that matches nothing, a base image that
+cannot be built, a plan with no molecule run at all, a pytest run that
+collected no test, and every testinfra test that did not run because
+molecule stopped before (or during) verify. The one exception is asked for
+by name: ALLOW_UNREACHABLE lists distributions whose platforms may be skipped
+when their package archive does not answer (the summary still shows them).
+
+Environment:
+    SCENARIOS          scenarios to run (default: every one under molecule/)
+    PLATFORMS          platform names to keep (default: all of each scenario)
+    MOLECULE_JOBS      platform runs at once (default: 4)
+    ALLOW_UNREACHABLE  distributions that may be skipped when their archive
+                       does not answer, e.g. "ubuntu-22.04 ubuntu-24.04"
+                       (default: none; CI sets none)
+    SKIP_MOLECULE=1    skip the molecule stage (shown as skipped)
 """
 
 from __future__ import annotations
@@ -28,7 +40,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_IMAGE = [sys.executable, str(ROOT / "lab" / "base_image.py")]
+SHARED_CONFIG = ROOT / ".config" / "molecule" / "config.yml"
 LOG_DIR = Path(os.environ.get("TEST_LOG_DIR", ROOT / ".cache" / "test-logs"))
+# Lines the tests print for the record (fault and cluster counts).
+FIGURE = re.compile(r"^(FAULT|CLUSTER) ")
 
 
 @dataclasses.dataclass
@@ -37,19 +52,38 @@ class Tally:
     failed: int = 0
     skipped: int = 0
     failures: list[str] = dataclasses.field(default_factory=list)
-    # Lines the tests print for the record, such as the fault counts.
+    skips: list[str] = dataclasses.field(default_factory=list)
     figures: list[str] = dataclasses.field(default_factory=list)
+    times: list[str] = dataclasses.field(default_factory=list)
 
-    def add(self, other: "Tally") -> None:
-        self.passed += other.passed
-        self.failed += other.failed
-        self.skipped += other.skipped
-        self.failures += other.failures
-        self.figures += other.figures
+    def add(self, other: Tally) -> None:
+        for field in dataclasses.fields(self):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
+    def fail(self, reason: str, count: int = 1) -> Tally:
+        self.failed += count
+        self.failures.append(reason)
+        return self
+
+    def skip(self, reason: str) -> Tally:
+        self.skipped += 1
+        self.skips.append(reason)
+        return self
+
+
+@dataclasses.dataclass
+class Run:
+    scenario: str
+    platform: str
+    distro: str
 
 
 def banner(text: str) -> None:
     print(f"\n==== {text}", flush=True)
+
+
+def words(variable: str) -> list[str]:
+    return os.environ.get(variable, "").split()
 
 
 def run_check(name: str, cmd: list[str]) -> Tally:
@@ -59,59 +93,85 @@ def run_check(name: str, cmd: list[str]) -> Tally:
     result = subprocess.run(cmd, cwd=ROOT)
     ok = result.returncode == 0
     print(f"---- {name}: {'ok' if ok else 'FAILED'} ({time.monotonic() - started:.0f} s)", flush=True)
-    return Tally(passed=int(ok), failed=int(not ok), failures=[] if ok else [name])
+    return Tally(passed=1) if ok else Tally().fail(f"{name}: exited {result.returncode}")
 
 
-def junit_tally(name: str, xml_path: Path, returncode: int) -> Tally:
-    """Count a pytest run from its JUnit report."""
-    tally = Tally()
-    if xml_path.exists():
-        for case in ET.parse(xml_path).getroot().iter("testcase"):
-            label = f"{name}: {case.get('classname')}::{case.get('name')}"
-            if case.find("failure") is not None or case.find("error") is not None:
-                tally.failed += 1
-                tally.failures.append(label)
-            elif case.find("skipped") is not None:
-                tally.skipped += 1
-            else:
-                tally.passed += 1
-    if returncode not in (0, 5) and tally.failed == 0:
-        tally.failed += 1
-        tally.failures.append(f"{name}: pytest exited {returncode}")
-    return tally
+def junit_tally(name: str, xml_path: Path) -> tuple[Tally, int]:
+    """Count a pytest run from its JUnit report; also return how many ran."""
+    tally, ran = Tally(), 0
+    if not xml_path.exists():
+        return tally, 0
+    for case in ET.parse(xml_path).getroot().iter("testcase"):
+        ran += 1
+        label = f"{name}: {case.get('classname')}::{case.get('name')}"
+        if case.find("failure") is not None or case.find("error") is not None:
+            tally.fail(label)
+        elif case.find("skipped") is not None:
+            tally.skip(label)
+        else:
+            tally.passed += 1
+    return tally, ran
 
 
 def run_unit() -> Tally:
     banner("unit tests")
     xml_path = LOG_DIR / "unit.xml"
+    xml_path.unlink(missing_ok=True)
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "tests/unit", f"--junitxml={xml_path}", "-q"],
         cwd=ROOT,
     )
-    return junit_tally("unit", xml_path, result.returncode)
+    tally, ran = junit_tally("unit", xml_path)
+    if ran == 0:
+        tally.fail(f"unit: no test ran (pytest exited {result.returncode})")
+    elif result.returncode != 0 and tally.failed == 0:
+        tally.fail(f"unit: pytest exited {result.returncode}")
+    return tally
 
 
-def scenarios() -> list[str]:
-    wanted = os.environ.get("SCENARIOS", "").split()
+def scenario_tests(scenario: str) -> int:
+    """How many testinfra tests the scenario has (what verify must run)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+         str(ROOT / "molecule" / scenario / "tests")],
+        cwd=ROOT / "molecule" / scenario,
+        capture_output=True,
+        text=True,
+    )
+    found = re.search(r"^(\d+) tests? collected", result.stdout, re.MULTILINE)
+    return int(found.group(1)) if found else 0
+
+
+def plan() -> tuple[list[Run], Tally]:
+    """The molecule runs asked for, and a failure for every name that matches nothing."""
+    tally = Tally()
     found = sorted(p.parent.name for p in (ROOT / "molecule").glob("*/molecule.yml"))
-    return [s for s in found if not wanted or s in wanted]
+    wanted = words("SCENARIOS") or found
+    for name in sorted(set(wanted) - set(found)):
+        tally.fail(f"SCENARIOS: no scenario named {name!r} (there are: {', '.join(found)})")
+    platforms = yaml.safe_load(SHARED_CONFIG.read_text())["platforms"]
+    runs = [
+        Run(scenario, p["name"], p["image"].rsplit(":", 1)[1])
+        for scenario in found if scenario in wanted
+        for p in platforms if scenario in p.get("scenarios", [])
+    ]
+    for scenario in sorted(set(found) & set(wanted)):
+        if not any(r.scenario == scenario for r in runs):
+            tally.fail(f"molecule {scenario}: no platform lists this scenario in {SHARED_CONFIG.relative_to(ROOT)}")
+    keep = words("PLATFORMS")
+    for name in sorted(set(keep) - {r.platform for r in runs}):
+        tally.fail(f"PLATFORMS: {name!r} is not a platform of the scenarios asked for "
+                   f"(there are: {', '.join(sorted({r.platform for r in runs}))})")
+    if keep:
+        runs = [r for r in runs if r.platform in keep]
+    return runs, tally
 
 
-def platforms(scenario: str) -> list[dict]:
-    config = yaml.safe_load((ROOT / "molecule" / scenario / "molecule.yml").read_text())
-    wanted = os.environ.get("PLATFORMS", "").split()
-    return [p for p in config["platforms"] if not wanted or p["name"] in wanted]
+def ensure_images(distros: set[str]) -> dict[str, tuple[str, bool]]:
+    """Build missing base images; return {distro: (reason, may_skip)} for those not there."""
+    allowed = set(words("ALLOW_UNREACHABLE"))
 
-
-def distro_of(image: str) -> str:
-    return image.rsplit(":", 1)[1]
-
-
-def ensure_images(distros: set[str]) -> dict[str, str]:
-    """Build missing base images; return {distro: reason} for those skipped."""
-    skipped: dict[str, str] = {}
-
-    def one(distro: str) -> tuple[str, str | None]:
+    def one(distro: str) -> tuple[str, tuple[str, bool] | None]:
         present = subprocess.run(
             ["docker", "image", "inspect", f"gearman-lab/base:{distro}"],
             stdout=subprocess.DEVNULL,
@@ -120,30 +180,28 @@ def ensure_images(distros: set[str]) -> dict[str, str]:
         if present.returncode == 0:
             return distro, None
         if subprocess.run([*BASE_IMAGE, "--probe", distro]).returncode != 0:
-            return distro, "its package archive does not answer, so no base image can be built"
+            return distro, ("its package archive does not answer, so no base image can be built",
+                            distro in allowed)
         log = LOG_DIR / f"image-{distro}.log"
         with open(log, "w") as out:
             built = subprocess.run([*BASE_IMAGE, distro], stdout=out, stderr=subprocess.STDOUT)
         if built.returncode != 0:
             print(log.read_text()[-3000:])
-            return distro, f"building the base image failed (log: {log})"
+            return distro, (f"building the base image failed (log: {log})", False)
         return distro, None
 
     banner(f"base images: {', '.join(sorted(distros))}")
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        for distro, reason in pool.map(one, sorted(distros)):
-            if reason:
-                skipped[distro] = reason
-    return skipped
+        return {distro: missing for distro, missing in pool.map(one, sorted(distros)) if missing}
 
 
-def run_molecule(scenario: str, platform: str) -> Tally:
-    name = f"molecule {scenario}/{platform}"
-    log = LOG_DIR / f"molecule-{scenario}-{platform}.log"
-    xml_path = LOG_DIR / f"molecule-{scenario}-{platform}.xml"
+def run_molecule(run: Run, expected: int) -> tuple[Tally, float]:
+    name = f"molecule {run.scenario}/{run.platform}"
+    log = LOG_DIR / f"molecule-{run.scenario}-{run.platform}.log"
+    xml_path = LOG_DIR / f"molecule-{run.scenario}-{run.platform}.xml"
     xml_path.unlink(missing_ok=True)
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix=f"molecule-{platform}-") as ephemeral:
+    with tempfile.TemporaryDirectory(prefix=f"molecule-{run.platform}-") as ephemeral:
         env = {
             **os.environ,
             "MOLECULE_EPHEMERAL_DIRECTORY": ephemeral,
@@ -154,22 +212,25 @@ def run_molecule(scenario: str, platform: str) -> Tally:
         }
         with open(log, "w") as out:
             result = subprocess.run(
-                ["molecule", "test", "-s", scenario, "-p", platform],
+                ["molecule", "test", "-s", run.scenario, "-p", run.platform],
                 cwd=ROOT,
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
     elapsed = time.monotonic() - started
-    tally = junit_tally(name, xml_path, 0)
-    # The scenario's own steps (converge, idempotence, ...) count as one check.
+    tally, ran = junit_tally(name, xml_path)
+    if ran < expected:
+        tally.fail(f"{name}: {expected - ran} of {expected} testinfra tests never ran "
+                   f"(molecule stopped before verify ended; log: {log})", count=expected - ran)
+    # The scenario's own steps (check, converge, idempotence, ...) count as one check.
     if result.returncode == 0:
         tally.passed += 1
     else:
-        tally.failed += 1
-        tally.failures.append(f"{name}: molecule test failed (log: {log})")
+        tally.fail(f"{name}: molecule test exited {result.returncode} (log: {log})")
     text = log.read_text(errors="replace")
-    tally.figures += [f"{platform}: {line}" for line in text.splitlines() if line.startswith("FAULT ")]
+    tally.figures += [f"{run.platform}: {line}" for line in text.splitlines() if FIGURE.match(line)]
+    tally.times.append(f"{name}: {elapsed:.0f} s")
     status = "ok" if result.returncode == 0 else "FAILED"
     print(f"\n---- {name}: {status} in {elapsed:.0f} s, "
           f"{tally.passed} passed, {tally.failed} failed (log: {log})", flush=True)
@@ -178,30 +239,52 @@ def run_molecule(scenario: str, platform: str) -> Tally:
         interesting = [line for line in text.splitlines() if re.search(r"fatal:|FAILED|ERROR|Error|assert", line)]
         print("\n".join(interesting[-40:]))
         print("...\n" + text[-6000:], flush=True)
-    return tally
+    return tally, elapsed
 
 
 def run_all_molecule() -> Tally:
-    tally = Tally()
-    jobs: list[tuple[str, str]] = []
-    wanted_distros: set[str] = set()
-    plan = {s: platforms(s) for s in scenarios()}
-    for scenario_platforms in plan.values():
-        wanted_distros |= {distro_of(p["image"]) for p in scenario_platforms}
-    skipped = ensure_images(wanted_distros)
-    for scenario, scenario_platforms in plan.items():
-        for p in scenario_platforms:
-            reason = skipped.get(distro_of(p["image"]))
-            if reason:
-                print(f"SKIPPED molecule {scenario}/{p['name']}: {reason}", flush=True)
-                tally.skipped += 1
-            else:
-                jobs.append((scenario, p["name"]))
-    banner(f"molecule: {len(jobs)} platform runs, {os.environ.get('MOLECULE_JOBS', '4')} at a time")
-    workers = max(1, int(os.environ.get("MOLECULE_JOBS", "4")))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        for result in pool.map(lambda job: run_molecule(*job), jobs):
+    runs, tally = plan()
+    if not runs:
+        return tally.fail("molecule: nothing to run (check SCENARIOS and PLATFORMS)")
+    missing = ensure_images({r.distro for r in runs})
+    todo = []
+    for run in runs:
+        reason, may_skip = missing.get(run.distro, (None, False))
+        if reason is None:
+            todo.append(run)
+        elif may_skip:
+            tally.skip(f"molecule {run.scenario}/{run.platform}: {reason} (allowed by ALLOW_UNREACHABLE)")
+        else:
+            tally.fail(f"molecule {run.scenario}/{run.platform}: {reason}")
+    if not todo:
+        return tally.fail("molecule: no platform could be run")
+    expected = {scenario: scenario_tests(scenario) for scenario in {r.scenario for r in todo}}
+    for scenario, count in sorted(expected.items()):
+        if count == 0:
+            tally.fail(f"molecule {scenario}: no testinfra test collected from molecule/{scenario}/tests")
+    jobs = max(1, int(os.environ.get("MOLECULE_JOBS", "4")))
+    # The longest scenarios first, so that the short ones fill in at the end.
+    todo.sort(key=lambda r: ["faults", "cluster", "hardening"].index(r.scenario)
+              if r.scenario in ("faults", "cluster", "hardening") else 9)
+    banner(f"molecule: {len(todo)} platform runs, {jobs} at a time: "
+           + ", ".join(f"{r.scenario}/{r.platform}" for r in todo))
+    # Per scenario: the time of each platform run, and when its last one ended.
+    spent: dict[str, list[float]] = {}
+    ended: dict[str, float] = {}
+    started = time.monotonic()
+
+    def one(run: Run) -> Tally:
+        result, elapsed = run_molecule(run, expected[run.scenario])
+        spent.setdefault(run.scenario, []).append(elapsed)
+        ended[run.scenario] = time.monotonic() - started
+        return result
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        for result in pool.map(one, todo):
             tally.add(result)
+    for scenario, times in sorted(spent.items()):
+        tally.times.insert(0, f"scenario {scenario}: {len(times)} platform runs of {min(times):.0f}-{max(times):.0f} s, "
+                              f"all done {ended[scenario]:.0f} s into the molecule stage")
     return tally
 
 
@@ -213,13 +296,14 @@ def main() -> int:
     total.add(run_check("ansible-lint", ["ansible-lint", "--offline", "-q"]))
     total.add(run_unit())
     if os.environ.get("SKIP_MOLECULE") == "1":
-        print("SKIPPED molecule: SKIP_MOLECULE=1")
-        total.skipped += 1
+        total.skip("molecule: SKIP_MOLECULE=1")
     else:
         total.add(run_all_molecule())
     banner(f"summary after {time.monotonic() - started:.0f} s")
-    for figure in sorted(total.figures):
-        print(figure)
+    for line in total.times + sorted(total.figures):
+        print(line)
+    for skip in total.skips:
+        print(f"SKIPPED {skip}")
     for failure in total.failures:
         print(f"FAILED {failure}")
     line = f"{total.passed} passed, {total.failed} failed"
