@@ -27,12 +27,14 @@ Environment:
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import os
 import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -50,7 +52,12 @@ FIGURE = re.compile(r"^(FAULT|CLUSTER) ")
 SCENARIO_PLATFORMS = {
     "faults": ["gearman-debian-12", "gearman-ubuntu-24.04"],
     "hardening": ["gearman-ubuntu-22.04", "gearman-debian-13"],
+    "cluster": ["gearman-debian-12", "gearman-ubuntu-24.04"],
 }
+# Scenarios that bring their own hosts (several containers at fixed names and
+# addresses, made by playbooks/lab.yml): run once per platform's distribution,
+# through LAB_DISTRO, and one at a time.
+OWN_HOSTS = {"cluster"}
 
 
 @dataclasses.dataclass
@@ -83,6 +90,10 @@ class Run:
     scenario: str
     platform: str
     distro: str
+
+    @property
+    def own_hosts(self) -> bool:
+        return self.scenario in OWN_HOSTS
 
 
 def banner(text: str) -> None:
@@ -221,9 +232,9 @@ def run_molecule(run: Run, expected: int) -> tuple[Tally, float]:
         }
         with open(log, "w") as out:
             result = subprocess.run(
-                ["molecule", "test", "-s", run.scenario, "-p", run.platform],
+                ["molecule", "test", "-s", run.scenario, *([] if run.own_hosts else ["-p", run.platform])],
                 cwd=ROOT,
-                env=env,
+                env={**env, "LAB_DISTRO": run.distro} if run.own_hosts else env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
@@ -273,24 +284,36 @@ def run_all_molecule() -> Tally:
             tally.fail(f"molecule {scenario}: no testinfra test collected from molecule/{scenario}/tests")
     jobs = max(1, int(os.environ.get("MOLECULE_JOBS", "4")))
     # The longest scenarios first, so that the short ones fill in at the end.
-    todo.sort(key=lambda r: ["faults", "cluster", "hardening"].index(r.scenario)
+    todo.sort(key=lambda r: ["cluster", "faults", "hardening"].index(r.scenario)
               if r.scenario in ("faults", "cluster", "hardening") else 9)
     banner(f"molecule: {len(todo)} platform runs, {jobs} at a time: "
            + ", ".join(f"{r.scenario}/{r.platform}" for r in todo))
+
     # Per scenario: the time of each platform run, and when its last one ended.
     spent: dict[str, list[float]] = {}
     ended: dict[str, float] = {}
     started = time.monotonic()
 
+    # A platform's container is named after it, whatever the scenario: two
+    # scenarios never use one platform at the same time.
+    platform_locks = {r.platform: threading.Lock() for r in todo}
+
     def one(run: Run) -> Tally:
-        result, elapsed = run_molecule(run, expected[run.scenario])
+        with contextlib.nullcontext() if run.own_hosts else platform_locks[run.platform]:
+            result, elapsed = run_molecule(run, expected[run.scenario])
         spent.setdefault(run.scenario, []).append(elapsed)
         ended[run.scenario] = time.monotonic() - started
         return result
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        for result in pool.map(one, todo):
-            tally.add(result)
+    # Runs with their own hosts go one after another in a lane of their own;
+    # the others share the remaining slots.
+    lane = [r for r in todo if r.own_hosts]
+    rest = [r for r in todo if not r.own_hosts]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as serial, \
+            concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs - bool(lane))) as pool:
+        futures = [serial.submit(one, r) for r in lane] + [pool.submit(one, r) for r in rest]
+        for future in futures:
+            tally.add(future.result())
     for scenario, times in sorted(spent.items()):
         tally.times.insert(0, f"scenario {scenario}: {len(times)} platform runs of {min(times):.0f}-{max(times):.0f} s, "
                               f"all done {ended[scenario]:.0f} s into the molecule stage")
