@@ -18,6 +18,16 @@ function fail(string $message): never
     exit(1);
 }
 
+function parse_server(string $server): array
+{
+    // host:port, or [IPv6 address]:port
+    if (preg_match('/^\[([^\]]+)\](?::(\d+))?$/', $server, $m)) {
+        return [$m[1], (int) ($m[2] ?? 4730)];
+    }
+    [$host, $port] = array_pad(explode(':', $server, 2), 2, '4730');
+    return [$host, (int) $port];
+}
+
 function read_servers(string $file): array
 {
     $lines = @file($file, FILE_IGNORE_NEW_LINES | FILE_SKIP_EMPTY_LINES);
@@ -45,13 +55,17 @@ if ($count < 1 || !in_array($which, ['sendEmail', 'resizeImage', 'both'], true))
 
 $client = new GearmanClient();
 $servers = read_servers($opts['servers'] ?? SERVERS_FILE);
-try {
-    foreach ($servers as $server) {
-        [$host, $port] = array_pad(explode(':', $server, 2), 2, '4730');
-        $client->addServer($host, (int) $port);
+// addServer() connects to set an option, and throws when any listed server
+// does not answer; each server stays listed all the same. So a server that is
+// down is no error here: the job goes to one that answers, and only when none
+// does is it refused below.
+foreach ($servers as $server) {
+    [$host, $port] = parse_server($server);
+    try {
+        $client->addServer($host, $port);
+    } catch (GearmanException $e) {
+        // Reported below if no server takes the job.
     }
-} catch (GearmanException $e) {
-    fail('no job server answers at ' . implode(', ', $servers) . ': ' . $e->getMessage() . '; nothing was queued');
 }
 // Fail fast when no server answers rather than wait for the default timeout.
 $client->setTimeout(5000);

@@ -24,6 +24,16 @@ foreach ([SIGTERM, SIGINT] as $signal) {
     });
 }
 
+function parse_server(string $server): array
+{
+    // host:port, or [IPv6 address]:port
+    if (preg_match('/^\[([^\]]+)\](?::(\d+))?$/', $server, $m)) {
+        return [$m[1], (int) ($m[2] ?? 4730)];
+    }
+    [$host, $port] = array_pad(explode(':', $server, 2), 2, '4730');
+    return [$host, (int) $port];
+}
+
 function log_line(string $line): void
 {
     echo $line, "\n";
@@ -54,8 +64,15 @@ $worker = new GearmanWorker();
 $lines = @file($opts['servers'] ?? SERVERS_FILE, FILE_IGNORE_NEW_LINES | FILE_SKIP_EMPTY_LINES) ?: [];
 $servers = array_values(array_filter(array_map('trim', $lines), fn ($l) => $l !== '' && $l[0] !== '#'));
 foreach ($servers as $server) {
-    [$host, $port] = array_pad(explode(':', $server, 2), 2, '4730');
-    $worker->addServer($host, (int) $port);
+    [$host, $port] = parse_server($server);
+    // addServer() connects to set an option and throws when the server does
+    // not answer yet (gearmand still starting at boot, or a job server host
+    // down); the server stays listed, and work() connects once it answers.
+    try {
+        $worker->addServer($host, $port);
+    } catch (GearmanException $e) {
+        log_line("$id: job server $server does not answer yet (" . $e->getMessage() . '); waiting for it');
+    }
 }
 if (!$servers) {
     fwrite(STDERR, "$id: no job server listed\n");
