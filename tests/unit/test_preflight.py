@@ -48,7 +48,8 @@ def preflight(tmp_path, servers: dict[str, dict], db: dict[str, dict] | None = N
             "vars": {"gearman_mysql_password": "unit-pw", **all_vars},
             "children": {
                 "gearman_servers": {"hosts": {h: {**local, **v} for h, v in servers.items()}},
-                "gearman_db": {"hosts": {h: {**local, **v} for h, v in (db or {"db1": {}}).items()}},
+                # Default: the first job server keeps the queue database too (all in one).
+                "gearman_db": {"hosts": {h: {**local, **v} for h, v in (db or {next(iter(servers)): {}}).items()}},
             },
         }
     }
@@ -78,7 +79,8 @@ BAD_SETTINGS = [
     ({"gearman_listen_address": "not an address!"}, "gearman_listen_address: takes an IP address or a host name, not 'not an address!'."),
     ({"gearman_queue_type": "redis"}, "value of gearman_queue_type must be one of: mysql, builtin, got: redis"),
     ({"gearman_init_system": "runit"}, "value of gearman_init_system must be one of: auto, systemd, upstart, got: runit"),
-    ({"gearman_mysql_table": "queue; DROP TABLE x"}, "gearman_mysql_table: takes letters, digits and _ only, at most 64, not 'queue; DROP TABLE x'."),
+    ({"gearman_mysql_table": "queue; DROP TABLE x"}, "gearman_mysql_table: takes letters, digits and _ only, at most 64 (or nothing, for one per job server), not 'queue; DROP TABLE x'."),
+    ({"gearman_advertise_address": "two words"}, "gearman_advertise_address: takes an IP address or a host name, not 'two words'."),
     ({"gearman_job_retries": 300}, "gearman_job_retries: takes 0 (no limit) to 255, not 300."),
     ({"gearman_mysql_connect_timeout": 0}, "gearman_mysql_connect_timeout: takes 1 or more seconds, not 0."),
     ({"gearman_extra_params": ["--round-robin", "-q redis"]}, "gearman_extra_params: takes items of the form --option or --option=value with no spaces; these are not: -q redis."),
@@ -99,7 +101,7 @@ def test_bad_settings_are_refused_naming_the_variable(tmp_path, settings, refusa
 
 
 def test_two_servers_may_not_share_a_queue_table(tmp_path):
-    shared = {"gearman_mysql_host": "db.example.com"}
+    shared = {"gearman_mysql_host": "db.example.com", "gearman_mysql_table": "gearman_queue"}
     rc, out = preflight(tmp_path, {"gs1": shared, "gs2": shared})
     # Each server is told which other one shares its table, and nothing else.
     assert sorted(refused(rc, out)) == [
@@ -117,8 +119,8 @@ def test_servers_with_their_own_tables_or_databases_pass(tmp_path):
             "gs1": {"gearman_mysql_host": "db.example.com", "gearman_mysql_table": "queue_gs1"},
             "gs2": {"gearman_mysql_host": "db.example.com", "gearman_mysql_table": "queue_gs2"},
             # Loopback: each server has its own local database.
-            "gs3": {},
-            "gs4": {},
+            "gs3": {"gearman_mysql_host": "127.0.0.1"},
+            "gs4": {"gearman_mysql_host": "127.0.0.1"},
         },
     )
     assert rc == 0, out
@@ -153,7 +155,8 @@ def test_a_bad_host_stops_the_run_before_any_host_is_changed(tmp_path):
         yaml.safe_dump(
             {
                 "all": {
-                    "vars": {"gearman_mysql_password": "unit-pw", **local},
+                    # Each job server has its own local database.
+                    "vars": {"gearman_mysql_password": "unit-pw", "gearman_mysql_host": "127.0.0.1", **local},
                     "children": {
                         "gearman_servers": {"hosts": {"gs1": None, "gs2": {"gearman_port": 0}}},
                         "gearman_db": {"hosts": {"db1": None}},

@@ -78,19 +78,23 @@ SHARED_INPUTS = {
     # Read from the role they are named after, which declares them too.
     "gearman": {
         # gearmand logs in to the queue database that gearman_mysql creates,
-        # as its user and into its table: one value in group_vars/all serves
-        # both roles.
-        "gearman_mysql_host",
+        # as its user and into its database: one value in group_vars/all
+        # serves both roles.
         "gearman_mysql_port",
         "gearman_mysql_user",
         "gearman_mysql_password",
         "gearman_mysql_db",
-        "gearman_mysql_table",
     },
 }
 BORROWED_NAMES = {
-    # Named after a role that does not know them: renames waiting to happen.
+    # Named after a role that does not know them: they keep the names of
+    # gearmand's own options (--mysql-host, --mysql-table) or are renames
+    # waiting to happen.
     "gearman": {
+        # Where this job server finds its database and which table it uses;
+        # the database host's role reads them through gearman_common.
+        "gearman_mysql_host",
+        "gearman_mysql_table",
         # The gearman role's timeout for its own login check of the queue
         # database; gearman_mysql neither declares nor reads it.
         "gearman_mysql_connect_timeout",

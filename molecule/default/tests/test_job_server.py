@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from conftest import DB, PORT, leaks, wait_until
+from conftest import DB, PORT, TABLE, leaks, wait_until
 
 # What gearmand does with its table: read it at start, add and delete rows,
 # update, and create it should it be missing. Nothing else, nowhere else.
@@ -91,7 +91,7 @@ def test_password_is_in_no_world_readable_file(host, password):
     assert (conf.user, conf.group, conf.mode) == ("root", "gearman", 0o640)
 
 
-def test_queue_user_may_do_what_gearmand_needs_on_its_database_only(gearman):
+def test_queue_user_may_do_what_gearmand_needs_on_its_own_table_only(gearman):
     login_hosts = gearman.sql("SELECT Host FROM mysql.user WHERE User = 'gearman'").split()
     # gearmand logs in over TCP as gearman@127.0.0.1; localhost is the socket.
     assert sorted(login_hosts) == ["127.0.0.1", "localhost"]
@@ -103,7 +103,8 @@ def test_queue_user_may_do_what_gearmand_needs_on_its_database_only(gearman):
             assert found, grant
             assert "WITH GRANT OPTION" not in grant, grant
             on[found.group(2)] = {p.strip() for p in found.group(1).split(",")}
-        assert on == {"*.*": {"USAGE"}, f"`{DB}`.*": QUEUE_PRIVILEGES}, (login_host, grants)
+        # On its own queue table only, not the whole database.
+        assert on == {"*.*": {"USAGE"}, f"`{DB}`.`{TABLE}`": QUEUE_PRIVILEGES}, (login_host, grants)
 
 
 def test_check_mode_on_a_converged_host_reports_no_change(host, gearman, password):

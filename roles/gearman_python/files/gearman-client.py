@@ -36,7 +36,12 @@ def read_servers(path):
     for line in lines:
         if not line or line.startswith("#"):
             continue
-        host, _, port = line.rpartition(":") if ":" in line else (line, "", "4730")
+        # host:port, or [IPv6 address]:port
+        bracketed = line.startswith("[") and "]" in line
+        host, _, port = line[1:].partition("]") if bracketed else line.rpartition(":")
+        if not host:  # no port given
+            host, port = line, ""
+        port = port.lstrip(":") or "4730"
         servers.append((host, int(port)))
     if not servers:
         fail(f"no job server in {path}")

@@ -1,0 +1,83 @@
+"""The inventory alone describes the cluster: from a five-host inventory
+(a database, two job servers, a worker host, a web host) the roles work out,
+once, where each job server is reached, which table each one keeps, which
+logins the queue user gets, and whom each firewall admits."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from conftest import ROOT, ansible_playbook
+
+CLUSTER = {
+    "db1": {"ansible_host": "192.0.2.10", "gearman_mysql_bind_address": "10.0.0.10"},
+    # Listens on its private address: reached there, logs in from there.
+    "gm1": {"ansible_host": "192.0.2.21", "gearman_listen_address": "10.0.0.21"},
+    # Listens everywhere; reached over IPv6, logs in from a NAT address.
+    "gm2": {"ansible_host": "192.0.2.22", "gearman_listen_address": "::",
+            "gearman_advertise_address": "fd00::22", "gearman_source_address": "10.0.0.122",
+            "gearman_tls_enabled": True},
+    # Managed through a bastion address; its jobs come from 10.0.0.31.
+    "wk1": {"ansible_host": "192.0.2.31", "gearman_source_address": "10.0.0.31"},
+    "web1": {"ansible_host": "10.0.0.41"},
+}
+GROUPS = {"gearman_db": ["db1"], "gearman_servers": ["gm1", "gm2"], "gearman_workers": ["wk1"],
+          "gearman_clients": ["web1"]}
+
+
+@pytest.fixture(scope="module")
+def worked_out(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("topology")
+    local = {"ansible_connection": "local"}
+    inventory = {"all": {
+        "vars": {"gearman_mysql_password": "unit-pw", "gearman_firewall_enabled": True},
+        "children": {group: {"hosts": {h: {**local, **CLUSTER[h]} for h in hosts}} for group, hosts in GROUPS.items()},
+    }}
+    (folder / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    result = ansible_playbook("-i", str(folder / "hosts.yml"), str(ROOT / "tests/unit/topology.yml"),
+                              "-e", f"out_dir={folder}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return folder
+
+
+def servers_file(folder, host) -> list[str]:
+    lines = (folder / f"servers-{host}").read_text().splitlines()
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def test_each_job_server_keeps_its_own_table_on_the_one_database(worked_out):
+    db = json.loads((worked_out / "db-db1.json").read_text())
+    by_name = {s["name"]: s for s in db["servers"]}
+    assert {name: (s["db_host"], s["mysql_host"], s["table"]) for name, s in by_name.items()} == {
+        "gm1": ("db1", "10.0.0.10", "gearman_queue_gm1"),
+        "gm2": ("db1", "10.0.0.10", "gearman_queue_gm2"),
+    }
+    assert all(s["problems"] == [] for s in db["servers"])
+    assert db["tables"] == ["gearman_queue_gm1", "gearman_queue_gm2"]
+
+
+def test_the_queue_user_logs_in_from_each_server_to_its_own_table_only(worked_out):
+    grants = json.loads((worked_out / "db-db1.json").read_text())["grants"]
+    assert grants == [
+        {"host": "10.0.0.21", "priv": "gearman.gearman_queue_gm1:SELECT,INSERT,UPDATE,DELETE,CREATE"},
+        {"host": "10.0.0.122", "priv": "gearman.gearman_queue_gm2:SELECT,INSERT,UPDATE,DELETE,CREATE"},
+    ]
+    assert "%" not in json.dumps(grants)
+
+
+def test_clients_and_workers_list_every_server_where_they_reach_it(worked_out):
+    for host in ("wk1", "web1"):
+        assert servers_file(worked_out, host) == ["10.0.0.21:4730", "[fd00::22]:4730"], host
+    # A job server's own clients reach it where it listens.
+    assert servers_file(worked_out, "gm2") == ["10.0.0.21:4730", "127.0.0.1:4730"]
+
+
+def test_the_firewall_admits_the_address_jobs_come_from(worked_out):
+    firewall = json.loads((worked_out / "firewall-gm1.json").read_text())
+    # wk1's jobs come from its source address, not its management address.
+    assert sorted(firewall["sources"]) == ["10.0.0.31", "10.0.0.41"]
+    assert firewall["ports"] == [4730]
+    assert json.loads((worked_out / "firewall-gm2.json").read_text())["ports"] == [4730, 4731]
