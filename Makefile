@@ -1,6 +1,7 @@
 # Gearman job queue with Ansible: the lab and the tests.
 #   make lab          one host with job server, MySQL queue, workers (Docker), then the experiment
-#   make lab-destroy  remove it
+#                     LAB_TOPOLOGY=cluster: db1, gm1, gm2, wk1, web1 over SSH instead
+#   make lab-destroy  remove whichever lab is up
 #   make test         linters, unit tests and molecule on every platform
 #   make bench        queue throughput in the lab, MySQL against memory (BENCH_ARGS="--jobs 5000")
 SHELL := /bin/bash
@@ -9,6 +10,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LAB_DISTRO ?= debian-12
 export LAB_DISTRO
+# allinone: the tutorial's one machine (inventories/lab, docker exec);
+# cluster: five hosts reached over SSH (inventories/cluster).
+LAB_TOPOLOGY ?= allinone
+LAB_INVENTORY := $(if $(filter cluster,$(LAB_TOPOLOGY)),inventories/cluster,inventories/lab)
 export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 
@@ -41,18 +46,20 @@ images: engine
 	@$(PYTHON) lab/base_image.py debian-12 debian-13 ubuntu-24.04 ubuntu-22.04
 
 lab: venv image
-	$(BIN)/ansible-playbook playbooks/lab.yml
-	$(BIN)/ansible-playbook -i inventories/lab playbooks/controller_ca.yml
-	$(BIN)/ansible-playbook -i inventories/lab site.yml
-	$(BIN)/ansible-playbook -i inventories/lab playbooks/demo.yml
-	@$(BIN)/ansible-playbook playbooks/lab.yml --tags next-steps
+	@case "$(LAB_TOPOLOGY)" in allinone|cluster) ;; *) echo "LAB_TOPOLOGY takes allinone or cluster"; exit 2;; esac
+	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/lab.yml
+	$(if $(filter cluster,$(LAB_TOPOLOGY)),$(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/ssh_access.yml)
+	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/controller_ca.yml
+	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) site.yml
+	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/demo.yml
+	@$(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/lab.yml --tags next-steps
 
 bench:
 	docker cp bench/queue_bench.py gearman-lab:/tmp/queue_bench.py
 	docker exec gearman-lab /opt/gearman-python/bin/python3 /tmp/queue_bench.py $(BENCH_ARGS)
 
 lab-destroy: venv
-	$(BIN)/ansible-playbook playbooks/lab.yml -e lab_state=absent
+	$(BIN)/ansible-playbook playbooks/lab.yml -e lab_state=absent -e lab_remove_all=true
 
 lint: venv
 	$(BIN)/yamllint -s .

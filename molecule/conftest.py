@@ -6,6 +6,7 @@ root, so pytest loads this module for every scenario; tests take the
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import re
@@ -14,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+import testinfra
+import yaml
 
 PORT = 4730
 TLS_PORT = 4731
@@ -178,3 +181,136 @@ def workers_restored(gearman):
     yield
     gearman.host.run("systemctl start gearman-job-server mariadb")
     gearman.systemctl("start", *ALL_WORKERS, check=False)
+
+
+# --- the cluster scenario: five hosts over SSH -----------------------------
+CLUSTER_INVENTORY = PROJECT / "inventories" / "cluster" / "hosts.yml"
+SSH_KEY = PROJECT / ".cache" / "ssh" / "id_ed25519"
+
+
+def cluster_print(name: str, submitted: int, done: collections.Counter, expected: set) -> None:
+    lost = expected - set(done)
+    duplicated = sum(done.values()) - len(done)
+    print(f"\nCLUSTER {name}: submitted {submitted}, done {len(set(done) & expected)}, "
+          f"lost {len(lost)}, duplicated {duplicated}")
+    assert not lost, f"lost: {sorted(lost)[:10]}"
+    assert set(done) <= expected
+
+
+class Cluster:
+    """db1, gm1, gm2, wk1 and web1 of inventories/cluster, each reached over
+    SSH as the inventory's user with sudo, as the plays reach them."""
+
+    def __init__(self):
+        inventory = yaml.safe_load(CLUSTER_INVENTORY.read_text())["all"]
+        user = inventory["vars"]["ansible_user"]
+        self.vars = {name: hvars or {} for group in inventory["children"].values()
+                     for name, hvars in (group or {}).get("hosts", {}).items()}
+        self.hosts = {
+            name: testinfra.get_host(
+                f"ssh://{user}@{hvars['ansible_host']}", sudo=True, ssh_identity_file=str(SSH_KEY),
+                ssh_extra_args="-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null",
+            )
+            for name, hvars in self.vars.items()
+        }
+        self.servers = [name for name in self.hosts if name.startswith("gm")]
+
+    def __getitem__(self, name: str):
+        return self.hosts[name]
+
+    # --- job servers ------------------------------------------------------
+    def address(self, server: str) -> str:
+        return self.vars[server]["gearman_listen_address"]
+
+    def status(self, server: str) -> dict[str, tuple[int, int, int]]:
+        out = self[server].check_output("gearadmin --status -h %s -p %s", self.address(server), str(PORT))
+        return {f[0]: tuple(int(n) for n in f[1:]) for f in (line.split("\t") for line in out.splitlines())
+                if len(f) == 4}
+
+    def accepting(self, server: str) -> bool:
+        return self[server].run("gearadmin --getpid -h %s -p %s", self.address(server), str(PORT)).rc == 0
+
+    def booted(self, name: str) -> bool:
+        """The host answers over SSH and systemd has finished starting it."""
+        try:
+            state = self[name].run("systemctl is-system-running --wait").stdout.strip()
+        except RuntimeError:  # ssh itself failed: the host is not up yet
+            return False
+        return state in ("running", "degraded")
+
+    # --- the queue tables on db1 -----------------------------------------
+    def rows(self, server: str | None = None, run: str | None = None) -> int:
+        """Rows in one server's table (default: both), of one run (default: all)."""
+        where = f" WHERE data LIKE '%{run}%'" if run else ""
+        total = 0
+        for name in [server] if server else self.servers:
+            total += int(self["db1"].check_output(
+                "mysql -N -B -e %s", f"SELECT COUNT(*) FROM {DB}.gearman_queue_{name}{where}"))
+        return total
+
+    # --- clients on web1, workers on wk1 ---------------------------------
+    def submit(self, language: str, count: int, run: str, *servers: str, check: bool = True):
+        """COUNT sendEmail and COUNT resizeImage jobs from web1, through the
+        given servers only (default: web1's own list, both)."""
+        web = self["web1"]
+        options = []
+        if servers:
+            listing = f"/tmp/servers-{'-'.join(servers)}"
+            web.check_output("printf '%s\\n' > %s", "\n".join(f"{self.address(s)}:{PORT}" for s in servers), listing)
+            options = ["--servers", listing]
+        result = web.run(
+            f"{CLIENTS[language]} --count %s --email %s --image %s" + " %s" * len(options),
+            str(count), f"{run}@example.com", f"/tmp/{run}.png", *options,
+        )
+        if check:
+            assert result.rc == 0, result.stderr
+            assert len(re.findall(r"queued: (\S+)", result.stdout)) == 2 * count, result.stdout
+        return result
+
+    def workers(self, action: str) -> None:
+        self["wk1"].check_output("systemctl " + action + " %s %s %s", *ALL_WORKERS)
+
+    def now(self) -> str:
+        since = self["wk1"].check_output("date '+%Y-%m-%d %H:%M:%S'").strip()
+        time.sleep(1)
+        return since
+
+    def done(self, since: str, run: str) -> list[tuple[str, dict]]:
+        return jobs_done(self["wk1"].check_output(
+            "journalctl --no-pager -o cat -u %s --since %s", "gearman-worker-*@*.service", since), run)
+
+    def drained(self, name: str, since: str, runs: dict[str, int]) -> None:
+        """Wait until the runs' rows are gone and their jobs logged done, then
+        print and check the counts: runs maps each run to its jobs per
+        function and language submitted."""
+        assert wait_until(lambda: all(self.rows(run=run) == 0 for run in runs), timeout=180, step=2), (
+            {run: self.rows(run=run) for run in runs})
+        total = sum(4 * n for n in runs.values())
+        assert wait_until(lambda: sum(len(self.done(since, run)) for run in runs) >= total, timeout=30)
+        done = collections.Counter((run, f, p["lang"], p["seq"]) for run in runs for f, p in self.done(since, run))
+        expected = {(run, f, lang, seq) for run, n in runs.items() for f in FUNCTIONS for lang in ("php", "python")
+                    for seq in range(1, n + 1)}
+        cluster_print(name, total, done, expected)
+
+    def play(self, playbook: str, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["ansible-playbook", "-i", str(CLUSTER_INVENTORY.parent), str(PROJECT / playbook), *extra],
+            capture_output=True, text=True, timeout=1200,
+            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
+                 "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg")},
+        )
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Cluster:
+    return Cluster()
+
+
+@pytest.fixture
+def cluster_restored(cluster):
+    """Whatever a test stops, every service of the cluster runs again afterwards."""
+    yield
+    for server in cluster.servers:
+        cluster[server].run("systemctl start gearman-job-server")
+    cluster["db1"].run("systemctl start mariadb")
+    cluster["wk1"].run("systemctl start %s %s %s", *ALL_WORKERS)

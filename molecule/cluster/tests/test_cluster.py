@@ -1,0 +1,201 @@
+"""The cluster as users run it: a database host, two job servers, a worker
+host and a web host, deployed over SSH with sudo. Each job server keeps its
+own queue table on db1 and the queue user logs in from each server's address
+to its own table only; jobs submitted through either server are done on wk1;
+a job server, the database or the worker host going away loses nothing; and
+a configuration deployed while a client submits loses no submission. Each
+story prints `CLUSTER <name>: submitted N, done N, lost 0, duplicated D`."""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+from conftest import DB, FUNCTIONS, cluster_print, wait_until
+
+# The schema the project's queue tables have (gearmand's own would have
+# when_to_run INT and case-insensitive text columns).
+SCHEMA = {"unique_key": "varbinary(64)", "function_name": "varbinary(255)", "priority": "int(11)",
+          "data": "longblob", "when_to_run": "bigint(20)"}
+
+
+# Logs in to the queue database as gearmand does, with /etc/gearmand.conf,
+# and counts the rows of the table named on the command line.
+READ_AS_GEARMAND = """
+import sys, pymysql
+conf = dict(line.strip()[2:].split("=", 1) for line in open("/etc/gearmand.conf") if line.startswith("--"))
+db = pymysql.connect(host=conf["mysql-host"], port=int(conf["mysql-port"]), user=conf["mysql-user"],
+                     password=conf["mysql-password"], database=conf["mysql-db"])
+try:
+    with db.cursor() as cursor:
+        cursor.execute("SELECT COUNT(*) FROM `%s`" % sys.argv[1])
+        print("rows", cursor.fetchone()[0])
+except pymysql.MySQLError as error:
+    print("refused", error)
+"""
+
+
+def new_run() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(autouse=True)
+def _restored(cluster_restored):
+    yield
+
+
+def test_each_job_server_has_its_own_table_with_the_project_schema(cluster):
+    for server in cluster.servers:
+        columns = cluster["db1"].check_output(
+            "mysql -N -B -e %s",
+            f"SELECT column_name, column_type FROM information_schema.columns "
+            f"WHERE table_schema = '{DB}' AND table_name = 'gearman_queue_{server}'",
+        )
+        found = dict(line.split("\t") for line in columns.splitlines())
+        # MariaDB 11 drops the display widths (int, bigint).
+        assert {k: re.sub(r"\(\d+\)$", "", v) if "int" in v else v for k, v in found.items()} == {
+            k: re.sub(r"\(\d+\)$", "", v) if "int" in v else v for k, v in SCHEMA.items()}, (server, found)
+        args = cluster[server].check_output("ps -o args= -C gearmand")
+        assert f"--mysql-table=gearman_queue_{server}" not in args, "the table belongs in gearmand.conf, not ps"
+        assert f"--mysql-table=gearman_queue_{server}" in cluster[server].check_output("cat /etc/gearmand.conf")
+
+
+def test_the_queue_user_logs_in_from_each_server_to_its_own_table_only(cluster):
+    logins = sorted(cluster["db1"].check_output(
+        "mysql -N -B -e %s", "SELECT Host FROM mysql.user WHERE User = 'gearman'").split())
+    assert logins == sorted(cluster.address(s) for s in cluster.servers), "one login per job server, never %"
+    for server in cluster.servers:
+        grants = cluster["db1"].check_output(
+            "mysql -N -B -e %s", f"SHOW GRANTS FOR 'gearman'@'{cluster.address(server)}'")
+        on = {re.match(r"GRANT .+ ON (\S+) TO ", line).group(1) for line in grants.splitlines()}
+        assert on == {"*.*", f"`{DB}`.`gearman_queue_{server}`"}, grants
+        # With gearmand's own settings, the server reads its own table and
+        # is refused the other's.
+        other = next(s for s in cluster.servers if s != server)
+        for table, answer in ((server, "rows"), (other, "refused")):
+            result = cluster[server].run("python3 -c %s %s", READ_AS_GEARMAND, f"gearman_queue_{table}")
+            assert result.stdout.startswith(answer), (server, table, result.stdout + result.stderr)
+
+
+def test_jobs_submitted_through_each_server_are_done_on_the_worker_host(cluster):
+    cluster.workers("stop")
+    since = cluster.now()
+    runs = {}
+    for server in cluster.servers:
+        run = new_run()
+        cluster.submit("php", 25, run, server)
+        cluster.submit("python", 25, run, server)
+        # Each server wrote its jobs to its own table.
+        assert cluster.rows(server, run) == 100
+        assert cluster.status(server)["sendEmail"][0] >= 50
+        runs[run] = 25
+    cluster.workers("start")
+    cluster.drained("through gm1 and gm2", since, runs)
+
+
+def test_a_stopped_job_server_keeps_its_jobs_and_the_other_takes_new_ones(cluster):
+    cluster.workers("stop")
+    since = cluster.now()
+    held, later = new_run(), new_run()
+    cluster.submit("php", 25, held, "gm1")
+    cluster.submit("python", 25, held, "gm1")
+    cluster["gm1"].check_output("systemctl stop gearman-job-server")
+    # gm1's jobs stay in its table while it is down ...
+    assert cluster.rows("gm1", held) == 100
+    # ... and web1, with both servers listed, goes on submitting through gm2.
+    cluster.submit("php", 25, later)
+    cluster.submit("python", 25, later)
+    assert cluster.rows("gm2", later) == 100
+    cluster["gm1"].check_output("systemctl start gearman-job-server")
+    assert wait_until(lambda: cluster.accepting("gm1"), timeout=60)
+    assert wait_until(lambda: cluster.status("gm1").get("sendEmail", (0,))[0] == 50, timeout=30), "gm1 did not replay"
+    cluster.workers("start")
+    cluster.drained("gm1 stopped and started", since, {held: 25, later: 25})
+
+
+def test_jobs_submitted_after_a_database_restart_are_kept_and_done(cluster):
+    cluster.workers("stop")
+    since = cluster.now()
+    before, after = new_run(), new_run()
+    cluster.submit("php", 25, before)
+    cluster["db1"].check_output("systemctl restart mariadb")
+    # Both servers reconnect: what is submitted now is persisted too, in
+    # each server's own table (50 jobs through each).
+    cluster.submit("python", 25, after, "gm1")
+    cluster.submit("php", 25, after, "gm2")
+    assert (cluster.rows("gm1", after), cluster.rows("gm2", after)) == (50, 50)
+    cluster.submit("python", 25, before)
+    cluster.workers("start")
+    cluster.drained("MariaDB restarted under both servers", since, {before: 25, after: 25})
+
+
+def test_the_worker_host_rebooted_with_jobs_waiting_drains_them_by_itself(cluster):
+    cluster.workers("stop")
+    # Disabled units would not come back: the reboot must start them itself.
+    cluster.workers("start")
+    cluster.workers("stop")
+    since = cluster.now()
+    run = new_run()
+    cluster.submit("php", 25, run)
+    cluster.submit("python", 25, run)
+    subprocess.run(["docker", "restart", "wk1"], check=True, capture_output=True)
+    assert wait_until(lambda: cluster.booted("wk1"), timeout=120, step=2), "wk1 did not come back"
+    cluster.drained("wk1 rebooted", since, {run: 25})
+
+
+def test_a_configuration_change_deployed_while_a_client_submits_loses_nothing(cluster):
+    """site.yml with a gearmand setting changed restarts gm1 and gm2 one at a
+    time, while web1 submits batches without pause: every submission
+    succeeds and every job is done once."""
+    since = cluster.now()
+    run = new_run()
+    stop = threading.Event()
+    batches, failures = [], []
+
+    def submit_until_stopped():
+        while not stop.is_set():
+            batch = f"{run}x{len(batches) + len(failures)}"
+            result = cluster.submit("php", 5, batch, check=False)
+            (batches if result.rc == 0 else failures).append(batch if result.rc == 0 else result.stderr)
+
+    threads = int(cluster["gm1"].check_output("sed -n 's/.*--threads=\\([0-9]*\\).*/\\1/p' %s",
+                                              "/etc/default/gearman-job-server"))
+    client = threading.Thread(target=submit_until_stopped)
+    client.start()
+    try:
+        deployed = cluster.play("site.yml", "-e", f"gearman_threads={threads + 1}")
+        time.sleep(2)
+        stop.set()
+        client.join(timeout=120)
+        assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-2000:]
+        # The deploy restarted gearmand on both servers.
+        for server in cluster.servers:
+            assert f"--threads={threads + 1}" in cluster[server].check_output("ps -o args= -C gearmand")
+    finally:
+        stop.set()
+        # Back to the inventory's setting, whatever happened.
+        restored = cluster.play("site.yml")
+        assert restored.returncode == 0, restored.stdout[-3000:]
+    assert failures == [], failures[:3]
+    assert len(batches) >= 3, "the client must have been submitting during the deploy"
+    assert wait_until(lambda: cluster.rows(run=run) == 0, timeout=180, step=2)
+    # Each batch's marker is in its payloads (the e-mail address, the image path).
+    done = collections.Counter((re.search(rf"{run}x\d+", json.dumps(p)).group(0), f, p["seq"])
+                               for f, p in cluster.done(since, run))
+    expected = {(batch, f, seq) for batch in batches for f in FUNCTIONS for seq in range(1, 6)}
+    cluster_print("configuration deployed while submitting", len(expected), done, expected)
+
+
+def test_check_mode_on_the_converged_cluster_reports_no_change(cluster):
+    result = cluster.play("site.yml", "--check")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    recaps = re.findall(r"^(\S+)\s+:.*changed=(\d+)", result.stdout, re.MULTILINE)
+    assert sorted(name for name, _ in recaps) == sorted(cluster.hosts)
+    assert all(changed == "0" for _, changed in recaps), recaps
