@@ -53,22 +53,53 @@ if ($count < 1 || !in_array($which, ['sendEmail', 'resizeImage', 'both'], true))
     fail('--count takes a whole number from 1, --function sendEmail, resizeImage or both');
 }
 
-$client = new GearmanClient();
 $servers = read_servers($opts['servers'] ?? SERVERS_FILE);
-// addServer() connects to set an option, and throws when any listed server
-// does not answer; each server stays listed all the same. So a server that is
-// down is no error here: the job goes to one that answers, and only when none
-// does is it refused below.
+// One connection per job server. libgearman alone sends a job to one server
+// and waits for it; a server that is stopping, or still replaying its queue
+// after a start, accepts the connection and then does not answer. So each job
+// is offered to the servers in turn, and a server that failed goes to the
+// back of the line for the jobs after it.
+$clients = [];
 foreach ($servers as $server) {
     [$host, $port] = parse_server($server);
+    $client = new GearmanClient();
+    // addServer() connects to set an option and throws when the server does
+    // not answer; the server stays listed, and is tried like the others.
     try {
         $client->addServer($host, $port);
     } catch (GearmanException $e) {
-        // Reported below if no server takes the job.
     }
+    // Fail fast to the next server rather than wait for the default timeout.
+    $client->setTimeout(5000);
+    $clients[$server] = $client;
 }
-// Fail fast when no server answers rather than wait for the default timeout.
-$client->setTimeout(5000);
+
+/** Queue one background job; returns its handle, or fails with the reason. */
+function submit_background(array &$clients, string $function, string $workload): string
+{
+    $unreachable = [GEARMAN_COULD_NOT_CONNECT, GEARMAN_LOST_CONNECTION, GEARMAN_NO_ACTIVE_FDS, GEARMAN_TIMEOUT, GEARMAN_ERRNO];
+    $errors = [];
+    foreach ($clients as $server => $client) {
+        try {
+            // Its warning would repeat the error reported below.
+            $handle = @$client->doBackground($function, $workload);
+        } catch (GearmanException $e) {
+            $handle = '';
+        }
+        $rc = $client->returnCode();
+        if ($rc === GEARMAN_SUCCESS && $handle) {
+            return $handle;
+        }
+        if (!in_array($rc, $unreachable, true)) {
+            fail("$function was not queued: the job server $server refused it, see its log (" . $client->error() . ')');
+        }
+        $errors[] = "$server: " . $client->error();
+        // Try this one last from now on.
+        unset($clients[$server]);
+        $clients[$server] = $client;
+    }
+    fail("$function was not queued: no job server answers (" . implode('; ', $errors) . ')');
+}
 
 for ($i = 1; $i <= $count; $i++) {
     $jobs = [];
@@ -88,18 +119,7 @@ for ($i = 1; $i <= $count; $i++) {
         ];
     }
     foreach ($jobs as $function => $payload) {
-        try {
-            $handle = $client->doBackground($function, json_encode($payload, JSON_THROW_ON_ERROR));
-        } catch (GearmanException $e) {
-            $handle = '';
-        }
-        $rc = $client->returnCode();
-        if ($rc !== GEARMAN_SUCCESS || !$handle) {
-            $unreachable = [GEARMAN_COULD_NOT_CONNECT, GEARMAN_LOST_CONNECTION, GEARMAN_NO_ACTIVE_FDS, GEARMAN_TIMEOUT, GEARMAN_ERRNO];
-            fail(in_array($rc, $unreachable, true)
-                ? "$function was not queued: no job server answers (" . $client->error() . ')'
-                : "$function was not queued: the job server refused it, see its log (" . $client->error() . ')');
-        }
+        $handle = submit_background($clients, $function, json_encode($payload, JSON_THROW_ON_ERROR));
         echo "$function queued: $handle\n";
     }
 }
