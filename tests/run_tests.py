@@ -125,7 +125,8 @@ def junit_tally(name: str, xml_path: Path) -> tuple[Tally, int]:
         if case.find("failure") is not None or case.find("error") is not None:
             tally.fail(label)
         elif case.find("skipped") is not None:
-            tally.skip(label)
+            # A test that skipped tested nothing: not asked for, so a failure.
+            tally.fail(f"{label} skipped: {(case.find('skipped').get('message') or '').strip()[:200]}")
         else:
             tally.passed += 1
     return tally, ran
@@ -184,6 +185,9 @@ def plan() -> tuple[list[Run], Tally]:
                    f"(there are: {', '.join(sorted({r.platform for r in runs}))})")
     if keep:
         runs = [r for r in runs if r.platform in keep]
+        for scenario in [s for s in found if s in wanted]:
+            if not any(r.scenario == scenario for r in runs):
+                tally.fail(f"molecule {scenario}: runs on none of PLATFORMS ({' '.join(keep)})")
     return runs, tally
 
 

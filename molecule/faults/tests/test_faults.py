@@ -128,7 +128,7 @@ def test_a_job_that_kills_its_workers_is_dropped_after_the_retries(host, gearman
         assert wait_until(lambda: gearman.running("sendEmail") == 1, timeout=30), "no worker took the job"
         gearman.systemctl("kill", "-s", "SIGKILL", unit)
         kills += 1
-        wait_until(lambda: gearman.running("sendEmail") == 0, timeout=10)
+        assert wait_until(lambda: gearman.running("sendEmail") == 0, timeout=10), "gearmand did not see the worker die"
         time.sleep(3)  # Restart=always brings the worker back after 2 s
     print(f"\nFAULT poison job: handed out {kills} times, then dropped; rows left {gearman.rows(run=run)}")
     assert kills == 3
