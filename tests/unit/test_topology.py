@@ -81,3 +81,39 @@ def test_the_firewall_admits_the_address_jobs_come_from(worked_out):
     assert sorted(firewall["sources"]) == ["10.0.0.31", "10.0.0.41"]
     assert firewall["ports"] == [4730]
     assert json.loads((worked_out / "firewall-gm2.json").read_text())["ports"] == [4730, 4731]
+
+
+def work_out(folder, hosts: dict, groups: dict) -> dict:
+    """Run topology.yml on a small inventory; return db host -> what it wrote."""
+    local = {"ansible_connection": "local"}
+    inventory = {"all": {
+        "vars": {"gearman_mysql_password": "unit-pw"},
+        "children": {group: {"hosts": {h: {**local, **hosts[h]} for h in members}} for group, members in groups.items()},
+    }}
+    (folder / "hosts.yml").write_text(yaml.safe_dump(inventory))
+    result = ansible_playbook("-i", str(folder / "hosts.yml"), str(ROOT / "tests/unit/topology.yml"),
+                              "-e", f"out_dir={folder}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return {db: json.loads((folder / f"db-{db}.json").read_text()) for db in groups["gearman_db"]}
+
+
+def test_the_tutorials_one_host_keeps_the_tutorials_table_and_loopback_logins(tmp_path):
+    every = ["gearman_db", "gearman_servers", "gearman_workers", "gearman_clients"]
+    db = work_out(tmp_path, {"aio": {}}, {group: ["aio"] for group in every})["aio"]
+    (server,) = db["servers"]
+    assert (server["mysql_host"], server["table"], server["problems"]) == ("127.0.0.1", "gearman_queue", [])
+    assert db["grants"] == [{"host": h, "priv": "gearman.gearman_queue:SELECT,INSERT,UPDATE,DELETE,CREATE"}
+                            for h in ("localhost", "127.0.0.1")]
+    assert servers_file(tmp_path, "aio") == ["127.0.0.1:4730"]
+
+
+def test_a_job_server_on_the_database_host_reaches_it_where_mariadb_listens(tmp_path):
+    hosts = {"gs1": {"gearman_mysql_bind_address": "10.0.0.5", "gearman_listen_address": "10.0.0.5"},
+             "gs2": {"gearman_listen_address": "10.0.0.6", "gearman_mysql_host": "10.0.0.5"}}
+    db = work_out(tmp_path, hosts, {"gearman_db": ["gs1"], "gearman_servers": ["gs1", "gs2"]})["gs1"]
+    by_name = {s["name"]: s for s in db["servers"]}
+    # MariaDB listens on 10.0.0.5 only: the local server goes there too, and
+    # is granted from there.
+    assert by_name["gs1"]["mysql_host"] == "10.0.0.5"
+    assert by_name["gs1"]["sources"] == ["localhost", "127.0.0.1", "10.0.0.5"]
+    assert by_name["gs2"]["db_host"] == "gs1" and by_name["gs2"]["sources"] == ["10.0.0.6"]
