@@ -56,6 +56,15 @@ def leaks(text: str, secret: str) -> list[str]:
     return [piece for piece in secret_pieces(secret) if piece in text]
 
 
+def run_playbook(inventory, playbook: str, *extra: str, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
+    """ansible-playbook with one of the project's playbooks, output captured, no colours."""
+    return subprocess.run(
+        ["ansible-playbook", "-i", str(inventory), str(PROJECT / playbook), *extra],
+        capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", **env},
+    )
+
+
 def jobs_done(log: str, run: str) -> list[tuple[str, dict]]:
     """(function, payload) of each job a worker journal reports done for this run."""
     return [
@@ -154,14 +163,7 @@ class Gearman:
         inventory = os.environ.get("MOLECULE_INVENTORY_FILE")
         if not inventory:
             pytest.fail("not run by molecule: no inventory to play against")
-        return subprocess.run(
-            ["ansible-playbook", "-i", str(Path(inventory).parent), "--limit", self.host.backend.get_hostname(),
-             str(PROJECT / playbook), *extra],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
-        )
+        return run_playbook(Path(inventory).parent, playbook, "--limit", self.host.backend.get_hostname(), *extra)
 
 
 @pytest.fixture
@@ -293,12 +295,8 @@ class Cluster:
         cluster_print(name, total, done, expected)
 
     def play(self, playbook: str, *extra: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            ["ansible-playbook", "-i", str(CLUSTER_INVENTORY.parent), str(PROJECT / playbook), *extra],
-            capture_output=True, text=True, timeout=1200,
-            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
-                 "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg")},
-        )
+        return run_playbook(CLUSTER_INVENTORY.parent, playbook, *extra, timeout=1200,
+                            ANSIBLE_CONFIG=str(PROJECT / "ansible.cfg"))
 
 
 @pytest.fixture(scope="session")

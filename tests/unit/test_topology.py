@@ -28,18 +28,24 @@ GROUPS = {"gearman_db": ["db1"], "gearman_servers": ["gm1", "gm2"], "gearman_wor
           "gearman_clients": ["web1"]}
 
 
-@pytest.fixture(scope="module")
-def worked_out(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("topology")
+def work_out(folder, hosts: dict, groups: dict, **all_vars) -> dict:
+    """Run topology.yml on an inventory; return db host -> what it wrote."""
     local = {"ansible_connection": "local"}
     inventory = {"all": {
-        "vars": {"gearman_mysql_password": "unit-pw", "gearman_firewall_enabled": True},
-        "children": {group: {"hosts": {h: {**local, **CLUSTER[h]} for h in hosts}} for group, hosts in GROUPS.items()},
+        "vars": {"gearman_mysql_password": "unit-pw", **all_vars},
+        "children": {group: {"hosts": {h: {**local, **hosts[h]} for h in members}} for group, members in groups.items()},
     }}
     (folder / "hosts.yml").write_text(yaml.safe_dump(inventory))
     result = ansible_playbook("-i", str(folder / "hosts.yml"), str(ROOT / "tests/unit/topology.yml"),
                               "-e", f"out_dir={folder}")
     assert result.returncode == 0, result.stdout + result.stderr
+    return {db: json.loads((folder / f"db-{db}.json").read_text()) for db in groups["gearman_db"]}
+
+
+@pytest.fixture(scope="module")
+def worked_out(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("topology")
+    work_out(folder, CLUSTER, GROUPS, gearman_firewall_enabled=True)
     return folder
 
 
@@ -81,20 +87,6 @@ def test_the_firewall_admits_the_address_jobs_come_from(worked_out):
     assert sorted(firewall["sources"]) == ["10.0.0.31", "10.0.0.41"]
     assert firewall["ports"] == [4730]
     assert json.loads((worked_out / "firewall-gm2.json").read_text())["ports"] == [4730, 4731]
-
-
-def work_out(folder, hosts: dict, groups: dict) -> dict:
-    """Run topology.yml on a small inventory; return db host -> what it wrote."""
-    local = {"ansible_connection": "local"}
-    inventory = {"all": {
-        "vars": {"gearman_mysql_password": "unit-pw"},
-        "children": {group: {"hosts": {h: {**local, **hosts[h]} for h in members}} for group, members in groups.items()},
-    }}
-    (folder / "hosts.yml").write_text(yaml.safe_dump(inventory))
-    result = ansible_playbook("-i", str(folder / "hosts.yml"), str(ROOT / "tests/unit/topology.yml"),
-                              "-e", f"out_dir={folder}")
-    assert result.returncode == 0, result.stdout + result.stderr
-    return {db: json.loads((folder / f"db-{db}.json").read_text()) for db in groups["gearman_db"]}
 
 
 def test_the_tutorials_one_host_keeps_the_tutorials_table_and_loopback_logins(tmp_path):
