@@ -232,6 +232,9 @@ class Cluster:
     def accepting(self, server: str) -> bool:
         return self[server].run("gearadmin --getpid -h %s -p %s", self.address(server), str(PORT)).rc == 0
 
+    def unit(self, name: str, unit: str, *properties: str) -> dict[str, str]:
+        return Gearman(self[name]).unit(unit, *properties)
+
     def booted(self, name: str) -> bool:
         """The host answers over SSH and systemd has finished starting it."""
         try:

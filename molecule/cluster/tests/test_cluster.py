@@ -153,10 +153,11 @@ def test_the_worker_host_rebooted_with_jobs_waiting_drains_them_by_itself(cluste
 
 
 def test_a_configuration_change_deployed_while_a_client_submits_loses_nothing(cluster):
-    """site.yml with a gearmand setting changed restarts gm1 and gm2 one at a
-    time, while web1 submits batches without pause: every submission
-    succeeds and every job is done (background jobs are at-least-once: a
-    job whose answer was lost may be queued again, and is counted)."""
+    """The job server play with a gearmand setting changed restarts gm1 and
+    gm2 one at a time (each stops only once the one before answers again),
+    while web1 submits batches without pause: every submission succeeds and
+    every job is done (background jobs are at-least-once: a job whose answer
+    was lost may be queued again, and is counted)."""
     since = cluster.now()
     run = new_run()
     stop = threading.Event()
@@ -173,7 +174,7 @@ def test_a_configuration_change_deployed_while_a_client_submits_loses_nothing(cl
     client = threading.Thread(target=submit_until_stopped)
     client.start()
     try:
-        deployed = cluster.play("site.yml", "-e", f"gearman_threads={threads + 1}")
+        deployed = cluster.play("playbooks/job_server.yml", "-e", f"gearman_threads={threads + 1}")
         time.sleep(2)
         stop.set()
         client.join(timeout=120)
@@ -181,6 +182,15 @@ def test_a_configuration_change_deployed_while_a_client_submits_loses_nothing(cl
         # The deploy restarted gearmand on both servers.
         for server in cluster.servers:
             assert f"--threads={threads + 1}" in cluster[server].check_output("ps -o args= -C gearmand")
+        # One at a time: each server went down only after the one before was
+        # up again, up meaning answering (the unit's start waits for that).
+        # The containers share one kernel, so their monotonic clocks agree.
+        restarts = sorted(
+            (int(unit["InactiveEnterTimestampMonotonic"]), int(unit["ActiveEnterTimestampMonotonic"]))
+            for unit in (cluster.unit(server, "gearman-job-server", "InactiveEnterTimestampMonotonic",
+                                      "ActiveEnterTimestampMonotonic") for server in cluster.servers))
+        for (_, up), (down, _) in zip(restarts, restarts[1:]):
+            assert down > up, restarts
     finally:
         stop.set()
         # Back to the inventory's setting, whatever happened (only the job
