@@ -104,12 +104,14 @@ def test_bad_settings_are_refused_naming_the_variable(tmp_path, settings, refusa
 
 def test_two_servers_may_not_share_a_queue_table(tmp_path):
     shared = {"gearman_mysql_host": "db.example.com", "gearman_mysql_table": "gearman_queue"}
-    rc, out = preflight(tmp_path, {"gs1": shared, "gs2": shared})
+    rc, out = preflight(tmp_path, {"gs1": {**shared, "gearman_source_address": "10.0.0.21"},
+                                   "gs2": {**shared, "gearman_source_address": "10.0.0.22"}},
+                        db={"db1": {"ansible_host": "db.example.com"}})
     # Each server is told which other one shares its table, and nothing else.
     assert sorted(refused(rc, out)) == [
-        "gs1 and gs2 use the same queue table gearman.gearman_queue on db.example.com:"
+        "gs1 and gs2 use the same queue table gearman.gearman_queue on db1:"
         " each job server replays and deletes every row of its table, so give each one its own gearman_mysql_table.",
-        "gs2 and gs1 use the same queue table gearman.gearman_queue on db.example.com:"
+        "gs2 and gs1 use the same queue table gearman.gearman_queue on db1:"
         " each job server replays and deletes every row of its table, so give each one its own gearman_mysql_table.",
     ]
 
@@ -118,12 +120,37 @@ def test_servers_with_their_own_tables_or_databases_pass(tmp_path):
     rc, out = preflight(
         tmp_path,
         {
-            "gs1": {"gearman_mysql_host": "db.example.com", "gearman_mysql_table": "queue_gs1"},
-            "gs2": {"gearman_mysql_host": "db.example.com", "gearman_mysql_table": "queue_gs2"},
+            "gs1": {"gearman_mysql_host": "db.example.com", "gearman_mysql_table": "queue_gs1",
+                    "gearman_source_address": "10.0.0.21"},
+            "gs2": {"gearman_mysql_host": "db.example.com", "gearman_mysql_table": "queue_gs2",
+                    "gearman_source_address": "10.0.0.22"},
             # Loopback: each server has its own local database.
             "gs3": {"gearman_mysql_host": "127.0.0.1"},
             "gs4": {"gearman_mysql_host": "127.0.0.1"},
         },
+        db={"db1": {"ansible_host": "db.example.com"}},
+    )
+    assert rc == 0, out
+
+
+def test_a_queue_database_the_inventory_does_not_name_is_refused(tmp_path):
+    """gearman_mysql_host must name a gearman_db host the way the inventory
+    does, or that host's gearman_mysql role makes no table and no login for
+    the server (and gearmand would make a table of its own schema)."""
+    rc, out = preflight(
+        tmp_path,
+        {"gs1": {"gearman_mysql_host": "db.internal", "gearman_source_address": "10.0.0.21"}},
+        db={"db1": {"ansible_host": "10.0.0.5", "gearman_mysql_bind_address": "10.0.0.5"}},
+    )
+    assert refused(rc, out) == [
+        "gs1 keeps its queue at db.internal (gearman_mysql_host), which is none of the gearman_db hosts (db1)"
+        " by inventory name, ansible_host or gearman_mysql_bind_address, so none of them would create its"
+        " table and login: set gearman_mysql_host on gs1 to one of those names of its database host."
+    ]
+    rc, out = preflight(
+        tmp_path,
+        {"gs1": {"gearman_mysql_host": "10.0.0.5", "gearman_source_address": "10.0.0.21"}},
+        db={"db1": {"ansible_host": "db1.example.com", "gearman_mysql_bind_address": "10.0.0.5"}},
     )
     assert rc == 0, out
 
