@@ -12,12 +12,26 @@ takes a job.
 
 import argparse
 import json
+import socket
 import sys
 import uuid
 
 import gear
 
 SERVERS_FILE = "/etc/gearman/servers"
+
+
+class Client(gear.Client):
+    """gear's client, sending each packet at once (TCP_NODELAY, as
+    libgearman does), on every connection gear opens, reconnects included.
+    This client waits for each job's answer before it sends the next, so
+    Nagle's algorithm seldom holds it back; code copied from here that
+    writes twice before an answer would wait up to 40 ms each time (see the
+    worker, which did)."""
+
+    def _onConnect(self, conn):
+        conn.conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super()._onConnect(conn)
 
 
 def fail(message):
@@ -69,7 +83,7 @@ def main():
 
     servers = read_servers(args.servers)
     listed = ", ".join(f"{h}:{p}" for h, p in servers)
-    client = gear.Client("gearman-client.py")
+    client = Client("gearman-client.py")
     try:
         for host, port in servers:
             client.addServer(host, port)
