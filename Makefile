@@ -3,7 +3,7 @@
 #                     LAB_TOPOLOGY=cluster: db1, gm1, gm2, wk1, web1 over SSH instead
 #   make lab-destroy  remove whichever lab is up
 #   make test         linters, unit tests and molecule on every platform
-#   make bench        queue throughput in the lab, MySQL against memory (BENCH_ARGS="--jobs 5000")
+#   make bench        queue throughput in the all-in-one lab, MySQL against memory (BENCH_ARGS="--jobs 5000")
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -54,9 +54,8 @@ lab: venv image
 	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/demo.yml
 	@$(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/lab.yml --tags next-steps
 
-bench:
-	docker cp bench/queue_bench.py gearman-lab:/tmp/queue_bench.py
-	docker exec gearman-lab /opt/gearman-python/bin/python3 /tmp/queue_bench.py $(BENCH_ARGS)
+bench: venv
+	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/bench.yml -e bench_args="$(BENCH_ARGS)"
 
 lab-destroy: venv
 	$(BIN)/ansible-playbook playbooks/lab.yml -e lab_state=absent -e lab_remove_all=true

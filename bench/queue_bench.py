@@ -1,10 +1,12 @@
 """What persistence costs: background jobs per second into and out of
 gearmand, with its queue in MySQL and (for comparison) in memory.
 
-Run it on a job server host with the project's Python environment, e.g. in
-the lab (make bench does this):
+Run it on a job server host with the project's Python environment, as root;
+make bench (playbooks/bench.yml) does this on the inventory's first job
+server, with its address, port and queue table as the roles work them out:
 
     /opt/gearman-python/bin/python3 queue_bench.py [--jobs N] [--workers K] [--size BYTES]
+        [--host ADDRESS] [--port PORT] [--table DB.TABLE]
 
 It uses a function of its own (queueBench), so the sample workers do not take
 its jobs. Jobs are submitted with gear (one client) and done by K `gearman -w`
@@ -25,9 +27,9 @@ import gear
 FUNCTION = "queueBench"
 
 
-def submit(port, jobs, size):
+def submit(host, port, jobs, size):
     client = gear.Client("bench-client")
-    client.addServer("127.0.0.1", port)
+    client.addServer(host, port)
     client.waitForServer(10)
     payload = b"x" * size
     started = time.monotonic()
@@ -41,13 +43,13 @@ def submit(port, jobs, size):
     return elapsed
 
 
-def drain(port, jobs, workers):
+def drain(host, port, jobs, workers):
     """K libgearman workers (the gearman command), each taking its share."""
     shares = [jobs // workers + (1 if n < jobs % workers else 0) for n in range(workers)]
     started = time.monotonic()
     procs = [
         subprocess.Popen(
-            ["gearman", "-h", "127.0.0.1", "-p", str(port), "-w", "-f", FUNCTION, "-c", str(share)],
+            ["gearman", "-h", host, "-p", str(port), "-w", "-f", FUNCTION, "-c", str(share)],
             stdout=subprocess.DEVNULL,
         )
         for share in shares if share
@@ -57,11 +59,22 @@ def drain(port, jobs, workers):
     return time.monotonic() - started
 
 
-def mysql_rows():
-    out = subprocess.run(
-        ["mysql", "-N", "-B", "-e", f"SELECT COUNT(*) FROM gearman.gearman_queue WHERE function_name = '{FUNCTION}'"],
-        capture_output=True, text=True,
-    )
+# Counts the bench's rows in the queue table, logged in as gearmand is (its
+# /etc/gearmand.conf), with the system Python's MySQL driver that the gearman
+# role installs: the database may be on another host.
+COUNT_ROWS = """
+import sys, pymysql
+conf = dict(line.strip()[2:].split("=", 1) for line in open("/etc/gearmand.conf") if line.startswith("--"))
+db = pymysql.connect(host=conf["mysql-host"], port=int(conf["mysql-port"]), user=conf["mysql-user"],
+                     password=conf["mysql-password"], database=conf["mysql-db"])
+with db.cursor() as cursor:
+    cursor.execute("SELECT COUNT(*) FROM " + sys.argv[1] + " WHERE function_name = %s", (sys.argv[2],))
+    print(cursor.fetchone()[0])
+"""
+
+
+def mysql_rows(table):
+    out = subprocess.run(["/usr/bin/python3", "-c", COUNT_ROWS, table, FUNCTION], capture_output=True, text=True)
     return out.stdout.strip() or "?"
 
 
@@ -70,14 +83,17 @@ def main():
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--size", type=int, default=100, help="payload bytes")
+    parser.add_argument("--host", default="127.0.0.1", help="the MySQL-backed gearmand's address")
     parser.add_argument("--port", type=int, default=4730, help="the MySQL-backed gearmand")
+    parser.add_argument("--table", default="gearman.gearman_queue", help="its queue table, DB.TABLE")
     parser.add_argument("--builtin-port", type=int, default=4745)
     args = parser.parse_args()
 
     rows = []
-    elapsed = submit(args.port, args.jobs, args.size)
-    queued_rows = mysql_rows()
-    rows.append(("mysql", args.jobs / elapsed, args.jobs / drain(args.port, args.jobs, args.workers), queued_rows))
+    elapsed = submit(args.host, args.port, args.jobs, args.size)
+    queued_rows = mysql_rows(args.table)
+    rows.append(("mysql", args.jobs / elapsed, args.jobs / drain(args.host, args.port, args.jobs, args.workers),
+                 queued_rows))
 
     with tempfile.TemporaryDirectory() as tmp:
         server = subprocess.Popen(
@@ -86,9 +102,9 @@ def main():
         )
         try:
             time.sleep(1)
-            elapsed = submit(args.builtin_port, args.jobs, args.size)
+            elapsed = submit("127.0.0.1", args.builtin_port, args.jobs, args.size)
             rows.append(("builtin", args.jobs / elapsed,
-                         args.jobs / drain(args.builtin_port, args.jobs, args.workers), "-"))
+                         args.jobs / drain("127.0.0.1", args.builtin_port, args.jobs, args.workers), "-"))
         finally:
             server.terminate()
             server.wait(10)
