@@ -201,9 +201,11 @@ def cluster_print(name: str, submitted: int, done: collections.Counter, expected
 
 class Cluster:
     """db1, gm1, gm2, wk1 and web1 of inventories/cluster, each reached over
-    SSH as the inventory's user with sudo, as the plays reach them."""
+    SSH as the inventory's user with sudo, as the plays reach them. Where
+    each job server is reached and where its queue lives come from the
+    roles' own answer (playbooks/topology.yml), not from the inventory."""
 
-    def __init__(self):
+    def __init__(self, folder: Path):
         inventory = yaml.safe_load(CLUSTER_INVENTORY.read_text())["all"]
         user = inventory["vars"]["ansible_user"]
         self.vars = {name: hvars or {} for group in inventory["children"].values()
@@ -215,22 +217,33 @@ class Cluster:
             )
             for name, hvars in self.vars.items()
         }
-        self.servers = [name for name in self.hosts if name.startswith("gm")]
+        found = self.play("playbooks/topology.yml", "-e", f"topology_file={folder / 'topology.json'}")
+        assert found.returncode == 0, found.stdout[-3000:] + found.stderr[-2000:]
+        self.topology = {entry["name"]: entry for entry in json.loads((folder / "topology.json").read_text())}
+        self.servers = list(self.topology)
 
     def __getitem__(self, name: str):
         return self.hosts[name]
 
     # --- job servers ------------------------------------------------------
     def address(self, server: str) -> str:
-        return self.vars[server]["gearman_listen_address"]
+        """Where clients and workers on other hosts reach the server."""
+        return self.topology[server]["address"]
+
+    def port(self, server: str) -> int:
+        return self.topology[server]["port"]
+
+    def table(self, server: str) -> str:
+        """The server's queue table, database included."""
+        return f"{self.topology[server]['db']}.{self.topology[server]['table']}"
 
     def status(self, server: str) -> dict[str, tuple[int, int, int]]:
-        out = self[server].check_output("gearadmin --status -h %s -p %s", self.address(server), str(PORT))
+        out = self[server].check_output("gearadmin --status -h %s -p %s", self.address(server), str(self.port(server)))
         return {f[0]: tuple(int(n) for n in f[1:]) for f in (line.split("\t") for line in out.splitlines())
                 if len(f) == 4}
 
     def accepting(self, server: str) -> bool:
-        return self[server].run("gearadmin --getpid -h %s -p %s", self.address(server), str(PORT)).rc == 0
+        return self[server].run("gearadmin --getpid -h %s -p %s", self.address(server), str(self.port(server))).rc == 0
 
     def unit(self, name: str, unit: str, *properties: str) -> dict[str, str]:
         return Gearman(self[name]).unit(unit, *properties)
@@ -249,8 +262,8 @@ class Cluster:
         where = f" WHERE data LIKE '%{run}%'" if run else ""
         total = 0
         for name in [server] if server else self.servers:
-            total += int(self["db1"].check_output(
-                "mysql -N -B -e %s", f"SELECT COUNT(*) FROM {DB}.gearman_queue_{name}{where}"))
+            total += int(self[self.topology[name]["db_host"]].check_output(
+                "mysql -N -B -e %s", f"SELECT COUNT(*) FROM {self.table(name)}{where}"))
         return total
 
     # --- clients on web1, workers on wk1 ---------------------------------
@@ -261,7 +274,7 @@ class Cluster:
         options = []
         if servers:
             listing = f"/tmp/servers-{'-'.join(servers)}"
-            web.check_output("printf '%s\\n' > %s", "\n".join(f"{self.address(s)}:{PORT}" for s in servers), listing)
+            web.check_output("printf '%s\\n' > %s", "\n".join(f"{self.address(s)}:{self.port(s)}" for s in servers), listing)
             options = ["--servers", listing]
         result = web.run(
             f"{CLIENTS[language]} --count %s --email %s --image %s" + " %s" * len(options),
@@ -303,8 +316,8 @@ class Cluster:
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Cluster:
-    return Cluster()
+def cluster(tmp_path_factory) -> Cluster:
+    return Cluster(tmp_path_factory.mktemp("cluster"))
 
 
 @pytest.fixture

@@ -52,6 +52,11 @@ def _restored(cluster_restored):
 
 
 def test_each_job_server_has_its_own_table_with_the_project_schema(cluster):
+    # The roles' answer (which the other tests read) is the README's rule:
+    # gearman_queue_<inventory host> on the one gearman_db host, for each of
+    # several servers.
+    assert {s: (e["db_host"], e["table"]) for s, e in cluster.topology.items()} == {
+        "gm1": ("db1", "gearman_queue_gm1"), "gm2": ("db1", "gearman_queue_gm2")}
     for server in cluster.servers:
         columns = cluster["db1"].check_output(
             "mysql -N -B -e %s",
