@@ -70,8 +70,8 @@ def test_each_job_server_keeps_its_own_table_on_the_one_database(worked_out):
 def test_the_queue_user_logs_in_from_each_server_to_its_own_table_only(worked_out):
     grants = json.loads((worked_out / "db-db1.json").read_text())["grants"]
     assert grants == [
-        {"host": "10.0.0.21", "priv": "gearman.gearman_queue_gm1:SELECT,INSERT,UPDATE,DELETE,CREATE"},
-        {"host": "10.0.0.122", "priv": "gearman.gearman_queue_gm2:SELECT,INSERT,UPDATE,DELETE,CREATE"},
+        {"host": "10.0.0.21", "priv": "gearman.gearman_queue_gm1:SELECT,INSERT,DELETE"},
+        {"host": "10.0.0.122", "priv": "gearman.gearman_queue_gm2:SELECT,INSERT,DELETE"},
     ]
     assert "%" not in json.dumps(grants)
 
@@ -96,7 +96,7 @@ def test_the_tutorials_one_host_keeps_the_tutorials_table_and_loopback_logins(tm
     db = work_out(tmp_path, {"aio": {}}, {group: ["aio"] for group in every})["aio"]
     (server,) = db["servers"]
     assert (server["mysql_host"], server["table"], server["problems"]) == ("127.0.0.1", "gearman_queue", [])
-    assert db["grants"] == [{"host": h, "priv": "gearman.gearman_queue:SELECT,INSERT,UPDATE,DELETE,CREATE"}
+    assert db["grants"] == [{"host": h, "priv": "gearman.gearman_queue:SELECT,INSERT,DELETE"}
                             for h in ("localhost", "127.0.0.1")]
     assert servers_file(tmp_path, "aio") == ["127.0.0.1:4730"]
 
