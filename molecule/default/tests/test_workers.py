@@ -6,6 +6,7 @@ round."""
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -97,6 +98,40 @@ def test_a_payload_that_is_not_json_fails_the_job_not_the_worker(host, gearman, 
     assert wait_until(lambda: gearman.rows() == 0, timeout=10)
     assert host.service(unit).is_running
     assert gearman.unit(unit, "NRestarts", "MainPID") == before
+
+
+@pytest.mark.parametrize("unit", ["gearman-worker-php@1.service", "gearman-worker-python@1.service"])
+def test_work_that_throws_fails_the_job_and_the_worker_goes_on(host, gearman, workers_restored, unit):
+    """A job whose work raises is failed (WORK_FAIL: gearmand drops it and
+    its row), not left assigned to a live worker for ever, and the worker,
+    the same process, takes the next job."""
+    gearman.systemctl("stop", *(u for u in ALL_WORKERS if u != unit))
+    before = gearman.unit(unit, "NRestarts", "MainPID")
+    since = gearman.now()
+    run = uuid.uuid4().hex[:8]
+    host.check_output("gearman -h 127.0.0.1 -p %s -b -f sendEmail %s", str(PORT), f'{{"fail":"boom {run}"}}')
+    assert wait_until(lambda: f"boom {run}" in gearman.worker_log(since, unit), timeout=15)
+    assert re.search(rf"FAILED sendEmail \S+: Runtime(Error|Exception): boom {run}", gearman.worker_log(since, unit))
+    assert wait_until(lambda: gearman.rows() == 0 and gearman.running("sendEmail") == 0, timeout=10)
+    host.check_output("gearman-client.php --count 1 --function sendEmail --email %s", f"{run}@example.com")
+    assert wait_until(lambda: len(gearman.done(since, run, unit)) == 1, timeout=15)
+    assert gearman.unit(unit, "NRestarts", "MainPID") == before
+
+
+@pytest.mark.parametrize("unit", ["gearman-worker-php@1.service", "gearman-worker-python@1.service"])
+def test_a_work_time_of_zero_is_taken_as_zero(host, gearman, unit):
+    """gearman_workers_work_ms: 0 reaches the worker as 0 ms (PHP once read
+    "0" as unset and worked 100 ms a job)."""
+    since = gearman.now()
+    host.check_output("mkdir -p /run/systemd/system/%s.d", unit)
+    host.check_output(
+        "printf '[Service]\\nEnvironment=GEARMAN_WORK_MS=0\\n' > /run/systemd/system/%s.d/zero.conf", unit)
+    try:
+        host.check_output("systemctl daemon-reload && systemctl restart %s", unit)
+        assert wait_until(lambda: "ready for" in gearman.worker_log(since, unit), timeout=15)
+        assert "(0 ms of work a job)" in gearman.worker_log(since, unit)
+    finally:
+        host.run("rm -rf /run/systemd/system/%s.d && systemctl daemon-reload && systemctl restart %s", unit, unit)
 
 
 @pytest.mark.parametrize("unit", ["gearman-worker-php@1.service", "gearman-worker-python@1.service"])

@@ -6,13 +6,17 @@
 //
 //   gearman-worker.php [--servers FILE] [--work-ms N] [--id NAME]
 // SIGTERM or SIGINT: the job in hand is finished, then the worker exits.
-// A payload that is not JSON fails that job (sendFail); the worker goes on.
+// A payload that is not JSON, or a job whose work throws, fails that job
+// (sendFail, with the reason in the log); the worker goes on.
 declare(strict_types=1);
 
 const SERVERS_FILE = '/etc/gearman/servers';
 
 $opts = getopt('', ['servers:', 'work-ms:', 'id:']);
-$workMs = (int) ($opts['work-ms'] ?? getenv('GEARMAN_WORK_MS') ?: 100);
+// The option, else the environment, else 100 ms. Spelled out: "0" is a
+// setting here, not an absence (a `?:` chain would turn it into 100).
+$workSetting = $opts['work-ms'] ?? getenv('GEARMAN_WORK_MS');
+$workMs = ($workSetting === false || $workSetting === '') ? 100 : max((int) $workSetting, 0);
 $id = $opts['id'] ?? (getenv('GEARMAN_WORKER_ID') ?: 'php-' . getmypid());
 $stop = false;
 
@@ -48,7 +52,11 @@ function handle(GearmanJob $job, string $what): void
         $job->sendFail();
         return;
     }
-    // A payload may ask for slower work ("work_ms"), to try out faults.
+    // A payload may ask for slower work ("work_ms") or for the work to throw
+    // ("fail", the message), to try out faults.
+    if (isset($payload['fail'])) {
+        throw new RuntimeException((string) $payload['fail']);
+    }
     $ms = isset($payload['work_ms']) ? min(max((int) $payload['work_ms'], 0), 600000) : $workMs;
     // A signal (the stop request) cuts usleep() short: sleep on until the
     // job's time is up, so that the job in hand is really finished.
@@ -78,11 +86,23 @@ if (!$servers) {
     fwrite(STDERR, "$id: no job server listed\n");
     exit(1);
 }
-$worker->addFunction('sendEmail', fn (GearmanJob $job) => handle($job, 'email'));
-$worker->addFunction('resizeImage', fn (GearmanJob $job) => handle($job, 'resize'));
+// Work that throws fails its job: the job server is told (and drops a
+// background job), instead of the exception ending the worker.
+function handle_or_fail(GearmanJob $job, string $what): void
+{
+    global $id;
+    try {
+        handle($job, $what);
+    } catch (Throwable $e) {
+        log_line(sprintf('%s: FAILED %s %s: %s: %s', $id, $job->functionName(), $job->handle(), get_class($e), $e->getMessage()));
+        $job->sendFail();
+    }
+}
+$worker->addFunction('sendEmail', fn (GearmanJob $job) => handle_or_fail($job, 'email'));
+$worker->addFunction('resizeImage', fn (GearmanJob $job) => handle_or_fail($job, 'resize'));
 // Wake up every second to notice a stop request between jobs.
 $worker->setTimeout(1000);
-log_line("$id: ready for sendEmail, resizeImage");
+log_line("$id: ready for sendEmail, resizeImage ($workMs ms of work a job)");
 
 while (!$stop) {
     $worker->work();

@@ -5,7 +5,8 @@ output, which systemd sends to the journal, in the PHP worker's format.
     gearman-worker.py [--servers FILE] [--work-ms N] [--id NAME]
 
 SIGTERM or SIGINT: the job in hand is finished, then the worker exits.
-A payload that is not JSON fails that job (WORK_FAIL); the worker goes on.
+A payload that is not JSON, or a job whose work raises, fails that job
+(WORK_FAIL, with the reason in the log); the worker goes on.
 The job server list is re-read only at start.
 """
 
@@ -93,7 +94,9 @@ def text(value):
     return value.decode("utf-8", "replace") if isinstance(value, (bytes, bytearray)) else str(value)
 
 
-def handle(job, worker_id, work_ms):
+def work(job, worker_id, work_ms):
+    """Does the job; returns what to report: WORK_COMPLETE's data, or None
+    for WORK_FAIL. Raises when the work itself fails."""
     function = job.name
     handle_text = text(job.handle)
     try:
@@ -103,9 +106,11 @@ def handle(job, worker_id, work_ms):
     except ValueError:
         shown = job.arguments[:200].decode("utf-8", "replace")
         log(f"{worker_id}: FAILED {function} {handle_text}: payload is not JSON: {shown}")
-        job.sendWorkFail()
-        return
-    # A payload may ask for slower work ("work_ms"), to try out faults.
+        return None
+    # A payload may ask for slower work ("work_ms") or for the work to raise
+    # ("fail", the message), to try out faults.
+    if "fail" in payload:
+        raise RuntimeError(str(payload["fail"]))
     if "work_ms" in payload:
         try:
             work_ms = min(max(int(payload["work_ms"]), 0), 600000)
@@ -113,15 +118,35 @@ def handle(job, worker_id, work_ms):
             pass
     time.sleep(work_ms / 1000)
     log(f"{worker_id}: done {function} {handle_text} {json.dumps(payload, separators=(',', ':'))}")
-    job.sendWorkComplete(f"{FUNCTIONS[function]} done by {worker_id}".encode())
+    return f"{FUNCTIONS[function]} done by {worker_id}".encode()
+
+
+def handle(job, worker_id, work_ms):
+    """Works the job and reports the outcome, whatever happens: work that
+    raises fails the job (unreported, it would stay assigned to this live
+    worker for ever); a report that cannot be sent means the connection went
+    away, and the job server hands the job out again."""
+    try:
+        result = work(job, worker_id, work_ms)
+    except Exception as e:  # any failure of the work fails the job
+        log(f"{worker_id}: FAILED {job.name} {text(job.handle)}: {type(e).__name__}: {e}")
+        result = None
+    try:
+        if result is None:
+            job.sendWorkFail()
+        else:
+            job.sendWorkComplete(result)
+    except Exception as e:  # socket errors and gear's own alike
+        log(f"{worker_id}: could not report {job.name} {text(job.handle)}: {e}; going on")
 
 
 def main():
     parser = argparse.ArgumentParser(prog="gearman-worker.py", description="Do sendEmail and resizeImage jobs.")
     parser.add_argument("--servers", default=SERVERS_FILE)
-    parser.add_argument("--work-ms", type=int, default=int(os.environ.get("GEARMAN_WORK_MS", "100")))
+    parser.add_argument("--work-ms", type=int, default=int(os.environ.get("GEARMAN_WORK_MS") or "100"))
     parser.add_argument("--id", default=os.environ.get("GEARMAN_WORKER_ID", f"python-{os.getpid()}"))
     args = parser.parse_args()
+    args.work_ms = max(args.work_ms, 0)
 
     servers = read_servers(args.servers)
     if not servers:
@@ -136,7 +161,7 @@ def main():
         worker.addServer(host, port)
     for function in FUNCTIONS:
         worker.registerFunction(function)
-    log(f"{args.id}: ready for {', '.join(FUNCTIONS)}")
+    log(f"{args.id}: ready for {', '.join(FUNCTIONS)} ({args.work_ms} ms of work a job)")
 
     while not stopper.requested.is_set():
         try:
@@ -146,8 +171,6 @@ def main():
         stopper.busy.set()
         try:
             handle(job, args.id, args.work_ms)
-        except Exception as e:  # the connection went away mid-job: the server hands the job out again
-            log(f"{args.id}: could not report {job.name} {text(job.handle)}: {e}; going on")
         finally:
             stopper.busy.clear()
     stopper.finished.set()
