@@ -192,3 +192,15 @@ def test_tls_front_turns_away_clients_without_a_certificate(host, client):
     # gearmand would answer a status request with lines ending in ".\n".
     assert "answer:" in result.stdout, result.stderr
     assert ".\\n" not in result.stdout and "sendEmail" not in result.stdout, result.stdout
+
+
+def test_stunnel_can_read_the_server_key_only(host):
+    """The CA's key could mint client certificates that the TLS front
+    accepts, and the client's key is a client's: root's alone. stunnel
+    reads the server's."""
+    keys = {name: host.file(f"{TLS_DIR}/{name}.key") for name in ("ca", "server", "client")}
+    assert {name: (f.user, f.group, f.mode) for name, f in keys.items()} == {
+        "ca": ("root", "root", 0o600), "server": ("root", "stunnel4", 0o640), "client": ("root", "root", 0o600)}
+    for name in keys:
+        readable = host.run("runuser -u stunnel4 -- head -c1 %s", f"{TLS_DIR}/{name}.key").rc == 0
+        assert readable == (name == "server"), name
