@@ -102,6 +102,23 @@ def test_bad_settings_are_refused_naming_the_variable(tmp_path, settings, refusa
     assert refusal in messages[0], messages
 
 
+def test_a_job_server_listening_beyond_loopback_needs_the_firewall_or_an_explicit_yes(tmp_path):
+    """gearmand has no authentication: whoever reaches its port may submit
+    jobs and send admin commands."""
+    rc, out = preflight(tmp_path, {"gs1": {"gearman_listen_address": "10.0.0.21"}})
+    assert refused(rc, out) == [
+        "gs1 would listen on 10.0.0.21 with nothing in front: gearmand has no authentication, so whoever"
+        " reaches that port can submit jobs, read the queue and send admin commands. Set"
+        " gearman_firewall_enabled: true for gs1 (only the inventory's clients and workers get in), or keep"
+        " gearman_listen_address on loopback (gearman_tls_enabled serves other hosts through stunnel, with"
+        " client certificates), or, where the network itself keeps strangers out, set"
+        " gearman_allow_unguarded_listen: true."
+    ]
+    for guard in ({"gearman_firewall_enabled": True}, {"gearman_allow_unguarded_listen": True}):
+        rc, out = preflight(tmp_path, {"gs1": {"gearman_listen_address": "10.0.0.21", **guard}})
+        assert rc == 0, (guard, out)
+
+
 def test_two_servers_may_not_share_a_queue_table(tmp_path):
     shared = {"gearman_mysql_host": "db.example.com", "gearman_mysql_table": "gearman_queue"}
     rc, out = preflight(tmp_path, {"gs1": {**shared, "gearman_source_address": "10.0.0.21"},
