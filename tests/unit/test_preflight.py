@@ -51,7 +51,8 @@ def preflight(tmp_path, servers: dict[str, dict], db: dict[str, dict] | None = N
             "children": {
                 "gearman_servers": {"hosts": {h: {**local, **v} for h, v in servers.items()}},
                 # Default: the first job server keeps the queue database too (all in one).
-                "gearman_db": {"hosts": {h: {**local, **v} for h, v in (db or {next(iter(servers)): {}}).items()}},
+                "gearman_db": {"hosts": {h: {**local, **v} for h, v in
+                                         ({next(iter(servers)): {}} if db is None else db).items()}},
             },
         }
     }
@@ -74,7 +75,7 @@ def test_valid_settings_pass(tmp_path):
 BAD_SETTINGS = [
     ({"gearman_mysql_password": None}, "missing required arguments: gearman_mysql_password"),
     ({"gearman_mysql_password": ""}, "gearman_mysql_password is empty. Set it for the database hosts"),
-    ({"gearman_mysql_password": "two words"}, "gearman_mysql_password is empty or holds white space."),
+    ({"gearman_mysql_password": "two words"}, "gearman_mysql_password is not set, empty or holds white space, and the MySQL queue needs it."),
     ({"gearman_port": 70000}, "gearman_port: takes a TCP port from 1 to 65535, not 70000."),
     ({"gearman_port": "http"}, "argument 'gearman_port' is of type str and we were unable to convert to int"),
     ({"gearman_mysql_port": 0}, "gearman_mysql_port: takes a TCP port from 1 to 65535, not 0."),
@@ -117,6 +118,20 @@ def test_a_job_server_listening_beyond_loopback_needs_the_firewall_or_an_explici
     for guard in ({"gearman_firewall_enabled": True}, {"gearman_allow_unguarded_listen": True}):
         rc, out = preflight(tmp_path, {"gs1": {"gearman_listen_address": "10.0.0.21", **guard}})
         assert rc == 0, (guard, out)
+
+
+def test_the_queue_password_is_needed_by_the_mysql_queue_only(tmp_path):
+    # Job servers only (the database is elsewhere), no password at all.
+    external = {"gearman_mysql_host": "127.0.0.1"}
+    rc, out = preflight(tmp_path, {"gs1": {"gearman_queue_type": "builtin"}}, db={}, gearman_mysql_password=None)
+    assert rc == 0, out
+    rc, out = preflight(tmp_path, {"gs1": external}, db={}, gearman_mysql_password=None)
+    assert refused(rc, out) == [
+        "gearman_mysql_password is not set, empty or holds white space, and the MySQL queue needs it. Set it for"
+        " the job servers, for example in group_vars/all/vault.yml encrypted with ansible-vault; gearmand reads"
+        " it from /etc/gearmand.conf, which it splits on white space, so choose one without spaces, tabs or"
+        " newlines."
+    ]
 
 
 def test_two_servers_may_not_share_a_queue_table(tmp_path):
