@@ -87,15 +87,21 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, check=True, **kw)
 
 
+# The recipe's edition, kept in the image as a label: raise it whenever
+# PACKAGES or prepare_rootfs change, and images of an older recipe are
+# rebuilt instead of reused.
+RECIPE = "2"
+RECIPE_LABEL = "gearman-lab.recipe"
+
+
 def image_exists(tag: str) -> bool:
-    return (
-        subprocess.run(
-            ["docker", "image", "inspect", tag],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        ).returncode
-        == 0
+    """An image of this tag, made by this edition of the recipe."""
+    found = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{ index .Config.Labels \"%s\" }}" % RECIPE_LABEL, tag],
+        capture_output=True,
+        text=True,
     )
+    return found.returncode == 0 and found.stdout.strip() == RECIPE
 
 
 def archive_answers(distro: Distro, timeout: float = 15.0) -> bool:
@@ -110,12 +116,18 @@ def archive_answers(distro: Distro, timeout: float = 15.0) -> bool:
 
 def check_pinned_key() -> None:
     """Refuse to build Ubuntu when the pinned keyring is not the one we expect."""
-    out = subprocess.run(
-        ["gpg", "--show-keys", "--with-colons", str(UBUNTU_KEYRING)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    # A home of its own for each call: two builds at once (make test builds
+    # the images side by side) must not race on ~/.gnupg's first creation
+    # and locks.
+    with tempfile.TemporaryDirectory(prefix="lab-gpg-") as home:
+        shown = subprocess.run(
+            ["gpg", "--homedir", home, "--show-keys", "--with-colons", str(UBUNTU_KEYRING)],
+            capture_output=True,
+            text=True,
+        )
+    if shown.returncode != 0:
+        raise SystemExit(f"gpg could not read {UBUNTU_KEYRING}: {shown.stderr.strip()}")
+    out = shown.stdout
     fingerprints = [line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:")]
     if fingerprints != [UBUNTU_KEY_FINGERPRINT]:
         raise SystemExit(
@@ -163,6 +175,12 @@ def prepare_rootfs(root: Path, distro: Distro) -> None:
         "path-exclude /usr/share/doc/*\npath-include /usr/share/doc/*/copyright\n"
         "path-exclude /usr/share/man/*\npath-exclude /usr/share/locale/*\n"
     )
+    # As the official Debian and Ubuntu container images do: dpkg does not
+    # sync each file it unpacks (a container's disk is thrown away with it),
+    # and apt fetches no translations. The test hosts install hundreds of
+    # packages each.
+    (root / "etc/dpkg/dpkg.cfg.d/02-lab-unsafe-io").write_text("force-unsafe-io\n")
+    (root / "etc/apt/apt.conf.d/02-lab-no-languages").write_text('Acquire::Languages "none";\n')
     shutil.rmtree(root / "var/lib/apt/lists", ignore_errors=True)
     (root / "var/lib/apt/lists/partial").mkdir(parents=True, exist_ok=True)
     # apt's "cache is fresh" test reads these times: make the empty lists
@@ -175,7 +193,7 @@ def prepare_rootfs(root: Path, distro: Distro) -> None:
 
 def build(distro: Distro, force: bool = False) -> None:
     if image_exists(distro.tag) and not force:
-        log(f"{distro.tag} is present")
+        log(f"{distro.tag} is present (recipe {RECIPE})")
         return
     if not shutil.which("debootstrap"):
         raise SystemExit("debootstrap is missing: apt-get install debootstrap")
@@ -211,6 +229,8 @@ def build(distro: Distro, force: bool = False) -> None:
                 'CMD ["/lib/systemd/systemd"]',
                 "--change",
                 "ENV container=docker",
+                "--change",
+                f"LABEL {RECIPE_LABEL}={RECIPE}",
                 "-",
                 distro.tag,
             ],
@@ -230,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="rebuild even when present")
     parser.add_argument("--list", action="store_true", help="list the known distributions")
     parser.add_argument("--probe", action="store_true", help="exit 0 when the archive answers")
+    parser.add_argument("--present", action="store_true", help="exit 0 when the image of this recipe is there")
     args = parser.parse_args(argv)
     if args.list:
         print("\n".join(DISTROS))
@@ -239,7 +260,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"choose among: {', '.join(DISTROS)} (got {unknown or 'nothing'})")
     for name in args.distros:
         distro = DISTROS[name]
-        if args.probe:
+        if args.present:
+            if not image_exists(distro.tag):
+                return 1
+        elif args.probe:
             if not archive_answers(distro):
                 log(f"{distro.mirror} does not answer for {distro.suite}")
                 return 1

@@ -196,12 +196,8 @@ def ensure_images(distros: set[str]) -> dict[str, tuple[str, bool]]:
     allowed = set(words("ALLOW_UNREACHABLE"))
 
     def one(distro: str) -> tuple[str, tuple[str, bool] | None]:
-        present = subprocess.run(
-            ["docker", "image", "inspect", f"gearman-lab/base:{distro}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        if present.returncode == 0:
+        # There, and made by the current recipe (else it is rebuilt).
+        if subprocess.run([*BASE_IMAGE, "--present", distro]).returncode == 0:
             return distro, None
         if subprocess.run([*BASE_IMAGE, "--probe", distro]).returncode != 0:
             return distro, ("its package archive does not answer, so no base image can be built",
