@@ -55,7 +55,7 @@ lab: venv image
 	@$(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/lab.yml --tags next-steps
 
 bench: venv
-	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/bench.yml -e bench_args="$(BENCH_ARGS)"
+	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/bench.yml -e '{"bench_args": "$(BENCH_ARGS)"}'
 
 lab-destroy: venv
 	$(BIN)/ansible-playbook playbooks/lab.yml -e lab_state=absent -e lab_remove_all=true
