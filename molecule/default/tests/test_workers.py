@@ -11,8 +11,9 @@ import time
 import uuid
 
 import pytest
+import yaml
 
-from conftest import ALL_WORKERS, CLIENTS, FUNCTIONS, PHP_WORKERS, PORT, PYTHON_WORKERS, VENV, wait_until
+from conftest import ALL_WORKERS, CLIENTS, FUNCTIONS, PHP_WORKERS, PORT, PROJECT, PYTHON_WORKERS, VENV, wait_until
 
 BOTH_QUEUED = {"sendEmail": 50, "resizeImage": 50}
 
@@ -23,6 +24,12 @@ def test_php_has_the_gearman_extension(host):
 
 def test_python_library_is_in_its_own_virtual_environment(host):
     host.check_output("%s/bin/python3 -c 'import gear'", VENV)
+    # Exactly the pinned set, each at its pinned version (pip refuses any
+    # package without its hash), and pip itself.
+    pins = yaml.safe_load((PROJECT / "roles/gearman_python/defaults/main.yml").read_text())
+    expected = {line.split()[0].lower() for line in pins["gearman_python_requirements"]}
+    frozen = {line.lower() for line in host.check_output("%s/bin/python3 -m pip freeze --all", VENV).split()}
+    assert {p for p in frozen if not p.startswith("pip==")} == expected
     # The system Python is left alone.
     assert host.run("python3 -c 'import gear'").rc != 0
     assert host.file("/usr/local/bin/gearman-worker.py").content_string.startswith(f"#!{VENV}/bin/python3\n")

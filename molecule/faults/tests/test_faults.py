@@ -7,6 +7,7 @@ hidden; a lost job fails the test. Each test prints
 from __future__ import annotations
 
 import collections
+import json
 import subprocess
 import time
 import uuid
@@ -138,3 +139,35 @@ def test_a_job_that_kills_its_workers_is_dropped_after_the_retries(host, gearman
     since = gearman.now()
     gearman.submit("php", 1, marker)
     assert wait_until(lambda: len(gearman.done(since, marker)) == 2, timeout=30)
+
+
+def test_a_job_longer_than_the_default_stop_timeout_survives_a_deploy(host, gearman):
+    """A deploy restarts the workers (SIGTERM, one at a time). With
+    gearman_workers_stop_timeout above the job's length, a 35 s job, longer
+    than the default 30 s, is finished by the worker that has it: systemd
+    does not kill it, the job is done once and not handed out again."""
+    unit = "gearman-worker-python@1.service"
+
+    def deploy(stop_timeout: int):
+        result = gearman.play("playbooks/workers.yml", "-e", f"gearman_workers_stop_timeout={stop_timeout}")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+    deploy(50)
+    try:
+        gearman.systemctl("stop", *(u for u in ALL_WORKERS if u != unit))
+        since = gearman.now()
+        run = uuid.uuid4().hex[:8]
+        job = {"name": "long", "email": f"{run}@example.com", "seq": 1, "lang": "python", "work_ms": 35000}
+        host.check_output("gearman -h 127.0.0.1 -p %s -b -f sendEmail %s", str(PORT), json.dumps(job))
+        assert wait_until(lambda: gearman.running("sendEmail") == 1, timeout=15), "no worker took the job"
+        started = time.monotonic()
+        # A changed setting rewrites the units and restarts every worker.
+        deploy(51)
+        print(f"\nthe deploy waited {time.monotonic() - started:.0f} s for the 35 s job")
+        log = gearman.worker_log(since, unit)
+        assert "stop asked, finishing the job in hand" in log
+        assert len(gearman.done(since, run)) == 1 and len(gearman.done(since, run, unit)) == 1
+        assert "Killing" not in host.check_output("journalctl --no-pager -u %s --since %s", unit, since)
+        assert wait_until(lambda: gearman.rows(run=run) == 0, timeout=10)
+    finally:
+        deploy(30)
