@@ -8,12 +8,13 @@ clients with a certificate and nobody else; the packaged gearmand's own
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
 import pytest
 
-from conftest import PORT, TLS_PORT, leaks, wait_until
+from conftest import ALL_WORKERS, PORT, TLS_PORT, leaks, wait_until
 
 CONFIG = "/etc/gearmand.conf"
 TLS_DIR = "/etc/gearman/tls"  # the lab certificates the scenario asks for
@@ -204,3 +205,27 @@ def test_stunnel_can_read_the_server_key_only(host):
     for name in keys:
         readable = host.run("runuser -u stunnel4 -- head -c1 %s", f"{TLS_DIR}/{name}.key").rc == 0
         assert readable == (name == "server"), name
+
+
+def test_a_new_queue_table_while_jobs_wait_in_the_old_one_is_refused(host, gearman, workers_restored):
+    """gearmand replays only its configured table: renaming it while jobs
+    wait would leave them in a table nobody reads. The database play stops,
+    naming the count, before the queue user's logins change, so the running
+    gearmand still reads its table and the jobs are done."""
+    gearman.systemctl("stop", *ALL_WORKERS)
+    since = gearman.now()
+    run = uuid.uuid4().hex[:8]
+    gearman.submit("php", 2, run)
+    try:
+        result = gearman.play("playbooks/queue_db.yml", "-e", "gearman_mysql_table=gearman_queue_renamed")
+        output = result.stdout + result.stderr
+        assert result.returncode != 0
+        held = re.search(r"gearman\.gearman_queue holds (\d+) jobs: no job server of the inventory replays", output)
+        assert held, output[-3000:]
+        assert int(held.group(1)) == gearman.rows() >= 4
+        assert "The queue user's logins were left as they were" in output
+    finally:
+        gearman.sql("DROP TABLE IF EXISTS gearman.gearman_queue_renamed")
+    gearman.systemctl("start", *ALL_WORKERS)
+    assert wait_until(lambda: gearman.rows(run=run) == 0, timeout=60)
+    assert len(gearman.done(since, run)) == 4
