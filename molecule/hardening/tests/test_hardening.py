@@ -131,8 +131,10 @@ CONNECT = (
 
 def test_the_firewall_admits_listed_sources_only(host):
     """A link to a network namespace with two addresses, one of them in
-    gearman_firewall_allowed; something listens on gearmand's port there.
-    The listed address connects, the other is dropped."""
+    gearman_firewall_allowed; something listens on gearmand's port and on
+    the TLS port there. With the TLS front on, the listed address reaches
+    the TLS port only (the plain one would let it skip TLS); the other
+    address reaches neither."""
     rules = host.check_output("nft list table inet gearman_firewall")
     assert "10.99.0.2" in rules and f"tcp dport {{ {PORT}, {TLS_PORT} }}" in rules
     assert host.service("gearman-firewall.service").is_enabled
@@ -141,19 +143,57 @@ def test_the_firewall_admits_listed_sources_only(host):
         host.check_output(
             "setsid -f python3 -c %s fw-test-listener",
             "import socket, time\n"
-            "s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-            f"s.bind(('10.99.0.1', {PORT})); s.listen(); time.sleep(60)\n",
+            "for port in (%d, %d):\n"
+            "    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            "    s.bind(('10.99.0.1', port)); s.listen(); globals()['s%%d' %% port] = s\n"
+            "time.sleep(60)\n" % (PORT, TLS_PORT),
         )
         time.sleep(1)
-        listed = host.run("ip netns exec gfw python3 -c %s 10.99.0.2 %s", CONNECT, str(PORT))
-        unlisted = host.run("ip netns exec gfw python3 -c %s 10.99.0.3 %s", CONNECT, str(PORT))
+        listed_tls = host.run("ip netns exec gfw python3 -c %s 10.99.0.2 %s", CONNECT, str(TLS_PORT))
+        listed_plain = host.run("ip netns exec gfw python3 -c %s 10.99.0.2 %s", CONNECT, str(PORT))
+        unlisted = host.run("ip netns exec gfw python3 -c %s 10.99.0.3 %s", CONNECT, str(TLS_PORT))
         other_port = host.run("ip netns exec gfw python3 -c %s 10.99.0.3 22", CONNECT)
-        assert "connected" in listed.stdout, listed.stderr
+        assert "connected" in listed_tls.stdout, listed_tls.stderr
+        assert listed_plain.rc != 0 and "timed out" in listed_plain.stderr
         assert unlisted.rc != 0 and "timed out" in unlisted.stderr
         # Other ports are not the guard's business: refused, not dropped.
         assert "Connection refused" in other_port.stderr
     finally:
         host.run("pkill -f 'fw-test-listene[r]'; ip link del gfw0; ip netns del gfw")
+
+
+def test_the_guard_is_in_place_whenever_gearmand_listens(host):
+    """nftables.service starts and reloads with "flush ruleset": the guard
+    loads after it, and again on its every reload and restart. gearmand
+    requires the guard: a guard that stops, or cannot load its rules, takes
+    gearmand down with it; gearmand started again brings the guard back."""
+    def guarded() -> bool:
+        return "10.99.0.2" in host.run("nft list table inet gearman_firewall").stdout
+
+    try:
+        for action in ("restart", "reload", "restart"):
+            host.check_output("systemctl %s nftables.service", action)
+            # The stock ruleset is loaded, and ours is still there beside it.
+            assert "table inet filter" in host.check_output("nft list tables"), action
+            assert guarded(), f"systemctl {action} nftables wiped the guard"
+        # Stopping nftables (flush ruleset) stops the guard and gearmand.
+        host.check_output("systemctl stop nftables.service")
+        assert not host.service("gearman-job-server").is_running
+        host.check_output("systemctl start gearman-job-server")
+        assert guarded() and host.service("gearman-firewall.service").is_running
+        # The guard stopped: gearmand stops. Rules that do not load: gearmand
+        # does not start.
+        host.check_output("systemctl stop gearman-firewall.service")
+        assert not host.service("gearman-job-server").is_running
+        host.check_output("cp /etc/gearman/firewall.nft /tmp/firewall.nft.good")
+        host.check_output("echo 'not nft at all' >> /etc/gearman/firewall.nft")
+        assert host.run("systemctl start gearman-job-server").rc != 0
+        assert not host.service("gearman-job-server").is_running
+    finally:
+        host.run("cp /tmp/firewall.nft.good /etc/gearman/firewall.nft")
+        host.run("systemctl stop nftables.service")
+        host.check_output("systemctl start gearman-job-server")
+    assert guarded() and host.service("gearman-job-server").is_running
 
 
 def test_tls_front_takes_jobs_from_a_client_with_a_certificate(host, gearman):
