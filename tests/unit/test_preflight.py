@@ -41,7 +41,8 @@ def refused(rc: int, output: str) -> list[str]:
     return messages
 
 
-def preflight(tmp_path, servers: dict[str, dict], db: dict[str, dict] | None = None, **all_vars):
+def preflight(tmp_path, servers: dict[str, dict], db: dict[str, dict] | None = None,
+              workers: dict[str, dict] | None = None, **all_vars):
     # Stand-in hosts on this machine: gearman_common is told they have no
     # packages rather than asking dpkg here.
     local = {"ansible_connection": "local", "_gearman_common_installed": []}
@@ -53,6 +54,7 @@ def preflight(tmp_path, servers: dict[str, dict], db: dict[str, dict] | None = N
                 # Default: the first job server keeps the queue database too (all in one).
                 "gearman_db": {"hosts": {h: {**local, **v} for h, v in
                                          ({next(iter(servers)): {}} if db is None else db).items()}},
+                "gearman_workers": {"hosts": {h: {**local, **v} for h, v in (workers or {}).items()}},
             },
         }
     }
@@ -111,8 +113,7 @@ def test_a_job_server_listening_beyond_loopback_needs_the_firewall_or_an_explici
         "gs1 would listen on 10.0.0.21 with nothing in front: gearmand has no authentication, so whoever"
         " reaches that port can submit jobs, read the queue and send admin commands. Set"
         " gearman_firewall_enabled: true for gs1 (only the inventory's clients and workers get in), or keep"
-        " gearman_listen_address on loopback (gearman_tls_enabled serves other hosts through stunnel, with"
-        " client certificates), or, where the network itself keeps strangers out, set"
+        " gearman_listen_address on loopback, or, where the network itself keeps strangers out, set"
         " gearman_allow_unguarded_listen: true."
     ]
     for guard in ({"gearman_firewall_enabled": True}, {"gearman_allow_unguarded_listen": True}):
@@ -132,6 +133,22 @@ def test_the_queue_password_is_needed_by_the_mysql_queue_only(tmp_path):
         " it from /etc/gearmand.conf, which it splits on white space, so choose one without spaces, tabs or"
         " newlines."
     ]
+
+
+def test_tls_with_the_firewall_is_refused_when_clients_or_workers_are_elsewhere(tmp_path):
+    """The firewall admits other hosts to the TLS port only when TLS is on;
+    the samples speak plain TCP to gearmand's port."""
+    server = {"gearman_listen_address": "10.0.0.21", "gearman_firewall_enabled": True, "gearman_tls_enabled": True}
+    rc, out = preflight(tmp_path, {"gs1": server}, workers={"wk1": {"ansible_host": "10.0.0.31"}})
+    assert refused(rc, out) == [
+        "gs1 has the TLS front and the firewall on, with clients or workers on other hosts (wk1): the firewall"
+        " admits other hosts to the TLS port only, while the sample clients and workers, and the job server list"
+        " they read, use gearmand's plain port. Turn gearman_tls_enabled off for gs1, or keep its clients and"
+        " workers on gs1 itself."
+    ]
+    rc, out = preflight(tmp_path, {"gs1": {**server, "gearman_tls_enabled": False}},
+                        workers={"wk1": {"ansible_host": "10.0.0.31"}})
+    assert rc == 0, out
 
 
 def test_two_servers_may_not_share_a_queue_table(tmp_path):

@@ -18,8 +18,7 @@ CLUSTER = {
     "gm1": {"ansible_host": "192.0.2.21", "gearman_listen_address": "10.0.0.21"},
     # Listens everywhere; reached over IPv6, logs in from a NAT address.
     "gm2": {"ansible_host": "192.0.2.22", "gearman_listen_address": "::",
-            "gearman_advertise_address": "fd00::22", "gearman_source_address": "10.0.0.122",
-            "gearman_tls_enabled": True},
+            "gearman_advertise_address": "fd00::22", "gearman_source_address": "10.0.0.122"},
     # Managed through a bastion address; its jobs come from 10.0.0.31.
     "wk1": {"ansible_host": "192.0.2.31", "gearman_source_address": "10.0.0.31"},
     "web1": {"ansible_host": "10.0.0.41"},
@@ -87,8 +86,15 @@ def test_the_firewall_admits_the_address_jobs_come_from(worked_out):
     firewall = json.loads((worked_out / "firewall-gm1.json").read_text())
     # wk1's jobs come from its source address, not its management address.
     assert sorted(firewall["sources"]) == ["10.0.0.31", "10.0.0.41"]
-    assert firewall["ports"] == [4730]
-    assert json.loads((worked_out / "firewall-gm2.json").read_text())["ports"] == [4730, 4731]
+    assert firewall["ports"] == firewall["remote_ports"] == [4730]
+
+
+def test_with_the_tls_front_other_hosts_reach_the_tls_port_only(tmp_path):
+    every = ["gearman_db", "gearman_servers", "gearman_workers", "gearman_clients"]
+    work_out(tmp_path, {"aio": {}}, {group: ["aio"] for group in every},
+             gearman_firewall_enabled=True, gearman_tls_enabled=True)
+    firewall = json.loads((tmp_path / "firewall-aio.json").read_text())
+    assert (firewall["ports"], firewall["remote_ports"]) == ([4730, 4731], [4731])
 
 
 def test_the_tutorials_one_host_keeps_the_tutorials_table_and_loopback_logins(tmp_path):
