@@ -135,8 +135,10 @@ def test_a_work_time_of_zero_is_taken_as_zero(host, gearman, unit):
         "printf '[Service]\\nEnvironment=GEARMAN_WORK_MS=0\\n' > /run/systemd/system/%s.d/zero.conf", unit)
     try:
         host.check_output("systemctl daemon-reload && systemctl restart %s", unit)
-        assert wait_until(lambda: "ready for" in gearman.worker_log(since, unit), timeout=15)
-        assert "(0 ms of work a job)" in gearman.worker_log(since, unit)
+        # The log since then may hold the start before this one (100 ms):
+        # wait for this start's line.
+        assert wait_until(lambda: "(0 ms of work a job)" in gearman.worker_log(since, unit), timeout=15), (
+            gearman.worker_log(since, unit))
     finally:
         host.run("rm -rf /run/systemd/system/%s.d && systemctl daemon-reload && systemctl restart %s", unit, unit)
 
@@ -225,4 +227,4 @@ def test_one_python_worker_drains_jobs_without_waiting_on_nagle(host):
     rate = int(done) / float(seconds)
     print(f"\none Python worker, no work per job: {done} jobs in {seconds} s, {rate:.0f} jobs/s")
     assert int(done) == jobs
-    assert rate >= 500, f"{rate:.0f} jobs/s: is TCP_NODELAY still set on the worker's connections?"
+    assert rate >= 1000, f"{rate:.0f} jobs/s: is TCP_NODELAY still set on the worker's connections?"
