@@ -192,25 +192,28 @@ def plan() -> tuple[list[Run], Tally]:
 
 
 def ensure_images(distros: set[str]) -> dict[str, tuple[str, bool]]:
-    """Build missing base images; return {distro: (reason, may_skip)} for those not there."""
+    """Build missing base images; return {distro: (reason, may_skip)} for those not there.
+
+    Runs beside the linters: it prints nothing, its output goes to log files."""
     allowed = set(words("ALLOW_UNREACHABLE"))
+
+    def quiet(*args: str) -> int:
+        return subprocess.run([*BASE_IMAGE, *args], capture_output=True).returncode
 
     def one(distro: str) -> tuple[str, tuple[str, bool] | None]:
         # There, and made by the current recipe (else it is rebuilt).
-        if subprocess.run([*BASE_IMAGE, "--present", distro]).returncode == 0:
+        if quiet("--present", distro) == 0:
             return distro, None
-        if subprocess.run([*BASE_IMAGE, "--probe", distro]).returncode != 0:
+        if quiet("--probe", distro) != 0:
             return distro, ("its package archive does not answer, so no base image can be built",
                             distro in allowed)
         log = LOG_DIR / f"image-{distro}.log"
         with open(log, "w") as out:
             built = subprocess.run([*BASE_IMAGE, distro], stdout=out, stderr=subprocess.STDOUT)
         if built.returncode != 0:
-            print(log.read_text()[-3000:])
             return distro, (f"building the base image failed (log: {log})", False)
         return distro, None
 
-    banner(f"base images: {', '.join(sorted(distros))}")
     with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
         return {distro: missing for distro, missing in pool.map(one, sorted(distros)) if missing}
 
@@ -262,11 +265,19 @@ def run_molecule(run: Run, expected: int) -> tuple[Tally, float]:
     return tally, elapsed
 
 
-def run_all_molecule() -> Tally:
-    runs, tally = plan()
+def run_all_molecule(runs: list[Run], tally: Tally, started: float, checks_done: threading.Event) -> Tally:
+    """The molecule stage, run beside the linters and the unit tests.
+
+    The base images are built first (mostly downloads). The runs with their
+    own hosts (the cluster) are the longest chain, so their lane starts as
+    soon as the images are there; the other runs wait for the linters and
+    unit tests to end, and prints wait for them too."""
     if not runs:
+        checks_done.wait()
         return tally.fail("molecule: nothing to run (check SCENARIOS and PLATFORMS)")
+    images_started = time.monotonic()
     missing = ensure_images({r.distro for r in runs})
+    images_took = time.monotonic() - images_started
     todo = []
     for run in runs:
         reason, may_skip = missing.get(run.distro, (None, False))
@@ -276,8 +287,6 @@ def run_all_molecule() -> Tally:
             tally.skip(f"molecule {run.scenario}/{run.platform}: {reason} (allowed by ALLOW_UNREACHABLE)")
         else:
             tally.fail(f"molecule {run.scenario}/{run.platform}: {reason}")
-    if not todo:
-        return tally.fail("molecule: no platform could be run")
     expected = {scenario: scenario_tests(scenario) for scenario in {r.scenario for r in todo}}
     for scenario, count in sorted(expected.items()):
         if count == 0:
@@ -286,13 +295,10 @@ def run_all_molecule() -> Tally:
     # The longest scenarios first, so that the short ones fill in at the end.
     todo.sort(key=lambda r: ["cluster", "faults", "hardening"].index(r.scenario)
               if r.scenario in ("faults", "cluster", "hardening") else 9)
-    banner(f"molecule: {len(todo)} platform runs, {jobs} at a time: "
-           + ", ".join(f"{r.scenario}/{r.platform}" for r in todo))
 
     # Per scenario: the time of each platform run, and when its last one ended.
     spent: dict[str, list[float]] = {}
     ended: dict[str, float] = {}
-    started = time.monotonic()
 
     # A platform's container is named after it, whatever the scenario: two
     # scenarios never use one platform at the same time.
@@ -311,12 +317,28 @@ def run_all_molecule() -> Tally:
     rest = [r for r in todo if not r.own_hosts]
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as serial, \
             concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs - bool(lane))) as pool:
-        futures = [serial.submit(one, r) for r in lane] + [pool.submit(one, r) for r in rest]
+        futures = [serial.submit(one, r) for r in lane]
+        checks_done.wait()
+        banner(f"base images: {', '.join(sorted({r.distro for r in runs}))}")
+        for distro, (reason, _) in sorted(missing.items()):
+            log = LOG_DIR / f"image-{distro}.log"
+            if "failed" in reason and log.exists():
+                print(log.read_text(errors="replace")[-3000:])
+            print(f"{distro}: {reason}")
+        print(f"---- base images: {f'{len(missing)} missing' if missing else 'ready'} "
+              f"after {images_took:.0f} s", flush=True)
+        if not todo:
+            return tally.fail("molecule: no platform could be run")
+        banner(f"molecule: {len(todo)} platform runs, {jobs} at a time"
+               + (f" ({', '.join(f'{r.scenario}/{r.platform}' for r in lane)} one after another, "
+                  "started beside the unit tests)" if lane else "")
+               + ": " + ", ".join(f"{r.scenario}/{r.platform}" for r in todo))
+        futures += [pool.submit(one, r) for r in rest]
         for future in futures:
             tally.add(future.result())
     for scenario, times in sorted(spent.items()):
         tally.times.insert(0, f"scenario {scenario}: {len(times)} platform runs of {min(times):.0f}-{max(times):.0f} s, "
-                              f"all done {ended[scenario]:.0f} s into the molecule stage")
+                              f"all done {ended[scenario]:.0f} s after the start")
     return tally
 
 
@@ -324,13 +346,21 @@ def main() -> int:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     total = Tally()
-    total.add(run_check("yamllint", ["yamllint", "-s", "."]))
-    total.add(run_check("ansible-lint", ["ansible-lint", "--offline", "-q"]))
-    total.add(run_unit())
-    if os.environ.get("SKIP_MOLECULE") == "1":
-        total.skip("molecule: SKIP_MOLECULE=1")
-    else:
-        total.add(run_all_molecule())
+    molecule = os.environ.get("SKIP_MOLECULE") != "1"
+    checks_done = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as background:
+        if molecule:
+            stage = background.submit(run_all_molecule, *plan(), started, checks_done)
+        try:
+            total.add(run_check("yamllint", ["yamllint", "-s", "."]))
+            total.add(run_check("ansible-lint", ["ansible-lint", "--offline", "-q"]))
+            total.add(run_unit())
+        finally:
+            checks_done.set()
+        if molecule:
+            total.add(stage.result())
+        else:
+            total.skip("molecule: SKIP_MOLECULE=1")
     banner(f"summary after {time.monotonic() - started:.0f} s")
     for line in total.times + sorted(total.figures):
         print(line)
