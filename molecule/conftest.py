@@ -56,12 +56,18 @@ def leaks(text: str, secret: str) -> list[str]:
     return [piece for piece in secret_pieces(secret) if piece in text]
 
 
+def playbook_command(inventory, playbook: str, *extra: str) -> list[str]:
+    return ["ansible-playbook", "-i", str(inventory), str(PROJECT / playbook), *extra]
+
+
+PLAYBOOK_ENV = {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+
+
 def run_playbook(inventory, playbook: str, *extra: str, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
     """ansible-playbook with one of the project's playbooks, output captured, no colours."""
     return subprocess.run(
-        ["ansible-playbook", "-i", str(inventory), str(PROJECT / playbook), *extra],
-        capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0", **env},
+        playbook_command(inventory, playbook, *extra),
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **PLAYBOOK_ENV, **env},
     )
 
 
@@ -160,10 +166,22 @@ class Gearman:
     # --- plays against this host ----------------------------------------
     def play(self, playbook: str, *extra: str) -> subprocess.CompletedProcess:
         """ansible-playbook against this molecule host."""
+        return run_playbook(self.inventory(), playbook, "--limit", self.host.backend.get_hostname(), *extra)
+
+    def play_started(self, playbook: str, *extra: str) -> subprocess.Popen:
+        """ansible-playbook against this molecule host, started: its output
+        (stderr included) is read line by line while it runs."""
+        return subprocess.Popen(
+            playbook_command(self.inventory(), playbook, "--limit", self.host.backend.get_hostname(), *extra),
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **PLAYBOOK_ENV},
+        )
+
+    @staticmethod
+    def inventory() -> Path:
         inventory = os.environ.get("MOLECULE_INVENTORY_FILE")
         if not inventory:
             pytest.fail("not run by molecule: no inventory to play against")
-        return run_playbook(Path(inventory).parent, playbook, "--limit", self.host.backend.get_hostname(), *extra)
+        return Path(inventory).parent
 
 
 @pytest.fixture

@@ -172,3 +172,81 @@ def test_a_job_longer_than_the_default_stop_timeout_survives_a_deploy(host, gear
     finally:
         deploy(30)
 
+
+def test_an_in_memory_queue_is_not_restarted_while_jobs_wait_in_it(host, gearman):
+    """gearman_queue_type builtin keeps the jobs in gearmand's memory only. A
+    deploy whose new settings would restart gearmand while jobs wait in it
+    changes nothing and names the count (refuse, the default); with
+    gearman_memory_queue_restart=drain it waits until the workers have taken
+    them, then restarts; with drop it restarts and the jobs are gone, as
+    asked."""
+    in_memory = ("-e", "gearman_queue_type=builtin")
+
+    def deploy(*extra: str, ok: bool = True):
+        result = gearman.play("playbooks/job_server.yml", *in_memory, *extra)
+        assert (result.returncode == 0) == ok, result.stdout[-3000:] + result.stderr[-2000:]
+        return result.stdout + result.stderr
+
+    def waiting() -> int:
+        return sum(queued - running for queued, running, _ in gearman.status().values())
+
+    def submit(run: str, jobs: int, work_ms: int = 0) -> None:
+        for seq in range(1, jobs + 1):
+            job = {"name": "mem", "email": f"{run}@example.com", "seq": seq, "lang": "python", "work_ms": work_ms}
+            host.check_output("gearman -h 127.0.0.1 -p %s -b -f sendEmail %s", str(PORT), json.dumps(job))
+
+    assert gearman.rows() == 0, "the MySQL queue must be empty before gearmand leaves it"
+    restored = False
+    try:
+        deploy()  # from the MySQL queue: nothing waits in memory, so it restarts
+        assert "--queue-type" not in host.check_output("ps -o args= -C gearmand")
+        gearman.systemctl("stop", *ALL_WORKERS)
+
+        # refuse: nothing changes, the jobs still wait.
+        run = uuid.uuid4().hex[:8]
+        submit(run, 4)
+        pid, params = gearman.main_pid(), host.file("/etc/default/gearman-job-server").sha256sum
+        said = deploy("-e", "gearman_threads=5", ok=False)
+        assert "keeps its queue in memory and 4 jobs wait in it" in said, said[-3000:]
+        assert gearman.main_pid() == pid
+        assert host.file("/etc/default/gearman-job-server").sha256sum == params
+        assert waiting() == 4
+
+        # drain: the deploy waits for the workers. None runs until the play
+        # has counted the 4 at least once; then one starts and takes them.
+        since = gearman.now()
+        draining = gearman.play_started("playbooks/job_server.yml", *in_memory, "-e", "gearman_threads=5",
+                                        "-e", "gearman_memory_queue_restart=drain",
+                                        "-e", "gearman_memory_queue_drain_timeout=120")
+        said = []
+        try:
+            for line in draining.stdout:
+                said.append(line)
+                if "FAILED - RETRYING" in line and "Count the jobs waiting" in line:
+                    break
+            assert gearman.main_pid() == pid and waiting() == 4, "".join(said)[-3000:]
+            gearman.systemctl("start", "gearman-worker-python@1.service")
+            said += draining.stdout.readlines()
+            assert draining.wait(timeout=60) == 0, "".join(said)[-3000:]
+        finally:
+            if draining.poll() is None:
+                draining.kill()
+        assert gearman.main_pid() != pid
+        assert "--threads=5" in host.check_output("ps -o args= -C gearmand")
+        assert wait_until(lambda: len(gearman.done(since, run)) == 4, timeout=30)
+
+        # drop: restarted (back to the MySQL queue), the waiting jobs are gone.
+        gearman.systemctl("stop", "gearman-worker-python@1.service")
+        lost = uuid.uuid4().hex[:8]
+        submit(lost, 3)
+        assert waiting() == 3
+        pid = gearman.main_pid()
+        result = gearman.play("playbooks/job_server.yml", "-e", "gearman_memory_queue_restart=drop")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+        restored = True
+        assert gearman.main_pid() != pid
+        assert "--queue-type=mysql" in host.check_output("ps -o args= -C gearmand")
+        assert waiting() == 0 and gearman.rows(run=lost) == 0
+    finally:
+        if not restored:
+            gearman.play("playbooks/job_server.yml", "-e", "gearman_memory_queue_restart=drop")
