@@ -36,6 +36,8 @@ VARIANTS = {
     "builtin": {"gearman_queue_type": "builtin"},
     "extra_params": {"gearman_extra_params": ["--round-robin"]},
     "odd_password": {"gearman_mysql_password": "s3cr$t#%"},
+    "small_queue": {"gearman_expected_queue_depth": 200000},
+    "huge_queue": {"gearman_expected_queue_depth": 134217689},
 }
 
 

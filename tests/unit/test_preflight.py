@@ -88,6 +88,9 @@ BAD_SETTINGS = [
     ({"gearman_advertise_address": "two words"}, "gearman_advertise_address: takes an IP address or a host name, not 'two words'."),
     ({"gearman_job_retries": 300}, "gearman_job_retries: takes 0 (no limit) to 255, not 300."),
     ({"gearman_mysql_connect_timeout": 0}, "gearman_mysql_connect_timeout: takes 1 or more seconds, not 0."),
+    ({"gearman_expected_queue_depth": 0}, "gearman_expected_queue_depth: takes 1 to 134217689 jobs, not 0."),
+    ({"gearman_memory_queue_restart": "wait"}, "value of gearman_memory_queue_restart must be one of: refuse, drain, drop, got: wait"),
+    ({"gearman_memory_queue_drain_timeout": 0}, "gearman_memory_queue_drain_timeout: takes 1 or more seconds, not 0."),
     ({"gearman_extra_params": ["--round-robin", "-q redis"]}, "gearman_extra_params: takes items of the form --option or --option=value with no spaces; these are not: -q redis."),
     ({"gearman_extra_params": ["--ssl", "--ssl-key=/k.pem"]}, "gearman_extra_params: must not hold --ssl options: the Debian and Ubuntu gearmand packages are built without TLS"),
 ]

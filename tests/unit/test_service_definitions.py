@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 import shlex
 import subprocess
+
+import pytest
 from pathlib import Path
 
 
@@ -68,6 +70,18 @@ def test_defaults_file_parses_in_sh_to_the_tutorial_options(rendered):
     assert params[0] == "--queue-type=mysql"
     assert "--round-robin" in params
     assert not any("password" in p for p in params)
+
+
+@pytest.mark.parametrize(
+    ("variant", "buckets"),
+    [("default", 1048573), ("small_queue", 262139), ("huge_queue", 134217689)],
+)
+def test_the_job_hash_table_is_sized_for_the_expected_queue_depth(rendered, variant, buckets):
+    """gearmand's own 991 chains make a deep queue's replay quadratic: the
+    table gets the first prime under a power of two that holds the expected
+    depth one job to a chain."""
+    params = (rendered[variant] / "gearman-job-server.default").read_text()
+    assert re.findall(r"--hashtable-buckets=(\d+)", params) == [str(buckets)]
 
 
 def test_builtin_queue_drops_the_queue_type_and_database_settings(rendered):
