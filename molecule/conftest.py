@@ -7,10 +7,12 @@ root, so pytest loads this module for every scenario; tests take the
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import re
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -150,6 +152,11 @@ class Gearman:
             "journalctl --no-pager -o cat" + " -u %s" * len(units) + " --since %s", *units, since
         )
 
+    def logged_at(self, since: str, unit: str, text: str) -> list[float]:
+        """When (Unix time) the unit logged a line holding text, since then."""
+        out = self.host.check_output("journalctl --no-pager -o short-unix -u %s --since %s", unit, since)
+        return [float(line.split(" ", 1)[0]) for line in out.splitlines() if text in line]
+
     def done(self, since: str, run: str, *units: str) -> list[tuple[str, dict]]:
         return jobs_done(self.worker_log(since, *units), run)
 
@@ -168,13 +175,35 @@ class Gearman:
         """ansible-playbook against this molecule host."""
         return run_playbook(self.inventory(), playbook, "--limit", self.host.backend.get_hostname(), *extra)
 
-    def play_started(self, playbook: str, *extra: str) -> subprocess.Popen:
+    @contextlib.contextmanager
+    def play_started(self, playbook: str, *extra: str, timeout: int = 600):
         """ansible-playbook against this molecule host, started: its output
-        (stderr included) is read line by line while it runs."""
-        return subprocess.Popen(
+        (stderr included) is read line by line while it runs. Killed when
+        the block ends, or after timeout seconds, if it still runs."""
+        play = subprocess.Popen(
             playbook_command(self.inventory(), playbook, "--limit", self.host.backend.get_hostname(), *extra),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **PLAYBOOK_ENV},
         )
+        deadline = threading.Timer(timeout, play.kill)
+        deadline.start()
+        try:
+            yield play
+        finally:
+            deadline.cancel()
+            if play.poll() is None:
+                play.kill()
+            play.wait()
+
+    @staticmethod
+    def read_until(play: subprocess.Popen, *needles: str) -> str:
+        """A started play's output up to the first line holding every needle
+        (or to its end, when none does)."""
+        said = []
+        for line in play.stdout:
+            said.append(line)
+            if all(needle in line for needle in needles):
+                break
+        return "".join(said)
 
     @staticmethod
     def inventory() -> Path:

@@ -143,43 +143,42 @@ def test_a_job_that_kills_its_workers_is_dropped_after_the_retries(host, gearman
 
 def test_a_job_longer_than_the_default_stop_timeout_survives_a_deploy(host, gearman):
     """A deploy restarts the workers (SIGTERM, one at a time). With
-    gearman_workers_stop_timeout above the job's length, a 35 s job, longer
-    than the default 30 s, is finished by the worker that has it: systemd
-    does not kill it, the job is done once and not handed out again."""
+    gearman_workers_stop_timeout above the job's length, the worker that has
+    a 60 s job finishes it, working on for longer than the default 30 s after
+    the SIGTERM: systemd does not kill it, the job is done once and not
+    handed out again. The job is handed out while the deploy runs, as its
+    workers' play begins, so that the SIGTERM comes early in the job."""
     unit = "gearman-worker-python@1.service"
-
-    def deploy(stop_timeout: int):
-        result = gearman.play("playbooks/workers.yml", "-e", f"gearman_workers_stop_timeout={stop_timeout}")
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-
     try:
         gearman.systemctl("stop", *(u for u in ALL_WORKERS if u != unit))
         since = gearman.now()
         run = uuid.uuid4().hex[:8]
-        job = {"name": "long", "email": f"{run}@example.com", "seq": 1, "lang": "python", "work_ms": 35000}
-        host.check_output("gearman -h 127.0.0.1 -p %s -b -f sendEmail %s", str(PORT), json.dumps(job))
-        assert wait_until(lambda: gearman.running("sendEmail") == 1, timeout=15), "no worker took the job"
-        started = time.monotonic()
-        # The new setting rewrites the units and restarts every worker; the
-        # stop of the one with the job already follows the new unit.
-        deploy(50)
-        print(f"\nthe deploy waited {time.monotonic() - started:.0f} s for the 35 s job")
-        log = gearman.worker_log(since, unit)
-        assert "stop asked, finishing the job in hand" in log
+        job = {"name": "long", "email": f"{run}@example.com", "seq": 1, "lang": "python", "work_ms": 60000}
+        with gearman.play_started("playbooks/workers.yml", "-e", "gearman_workers_stop_timeout=90") as deploy:
+            said = gearman.read_until(deploy, "PLAY [Run the sample workers under systemd]")
+            host.check_output("gearman -h 127.0.0.1 -p %s -b -f sendEmail %s", str(PORT), json.dumps(job))
+            assert wait_until(lambda: gearman.running("sendEmail") == 1, timeout=15), "no worker took the job"
+            said += deploy.stdout.read()
+            assert deploy.wait() == 0, said[-3000:]
+        (stop_asked,) = gearman.logged_at(since, unit, "stop asked, finishing the job in hand")
+        (finished,) = gearman.logged_at(since, unit, run)
+        print(f"\nthe worker finished the 60 s job {finished - stop_asked:.0f} s after its SIGTERM")
+        assert finished - stop_asked > 30
         assert len(gearman.done(since, run)) == 1 and len(gearman.done(since, run, unit)) == 1
         assert "Killing" not in host.check_output("journalctl --no-pager -u %s --since %s", unit, since)
         assert wait_until(lambda: gearman.rows(run=run) == 0, timeout=10)
     finally:
-        deploy(30)
+        restored = gearman.play("playbooks/workers.yml")
+        assert restored.returncode == 0, restored.stdout[-3000:]
 
 
 def test_an_in_memory_queue_is_not_restarted_while_jobs_wait_in_it(host, gearman):
     """gearman_queue_type builtin keeps the jobs in gearmand's memory only. A
-    deploy whose new settings would restart gearmand while jobs wait in it
-    changes nothing and names the count (refuse, the default); with
-    gearman_memory_queue_restart=drain it waits until the workers have taken
-    them, then restarts; with drop it restarts and the jobs are gone, as
-    asked."""
+    deploy that changes nothing of gearmand's goes on while jobs wait; one
+    whose new settings would restart it stops before writing them and names
+    the count (refuse, the default); with gearman_memory_queue_restart=drain
+    it waits until the workers have taken them, then restarts; with drop it
+    restarts and the jobs are gone, as asked."""
     in_memory = ("-e", "gearman_queue_type=builtin")
 
     def deploy(*extra: str, ok: bool = True):
@@ -199,15 +198,19 @@ def test_an_in_memory_queue_is_not_restarted_while_jobs_wait_in_it(host, gearman
     restored = False
     try:
         deploy()  # from the MySQL queue: nothing waits in memory, so it restarts
-        assert "--queue-type" not in host.check_output("ps -o args= -C gearmand")
+        assert "--queue-type" not in host.check_output("ps -ww -o args= -C gearmand")
         gearman.systemctl("stop", *ALL_WORKERS)
 
-        # refuse: nothing changes, the jobs still wait.
+        # The same settings again: nothing to restart, so the deploy goes on.
         run = uuid.uuid4().hex[:8]
         submit(run, 4)
         pid, params = gearman.main_pid(), host.file("/etc/default/gearman-job-server").sha256sum
+        deploy()
+        assert gearman.main_pid() == pid and waiting() == 4
+
+        # refuse: gearmand's settings stay as they were, the jobs still wait.
         said = deploy("-e", "gearman_threads=5", ok=False)
-        assert "keeps its queue in memory and 4 jobs wait in it" in said, said[-3000:]
+        assert "keeps its queue in memory, 4 jobs wait in it, and the restart" in said, said[-3000:]
         assert gearman.main_pid() == pid
         assert host.file("/etc/default/gearman-job-server").sha256sum == params
         assert waiting() == 4
@@ -215,24 +218,17 @@ def test_an_in_memory_queue_is_not_restarted_while_jobs_wait_in_it(host, gearman
         # drain: the deploy waits for the workers. None runs until the play
         # has counted the 4 at least once; then one starts and takes them.
         since = gearman.now()
-        draining = gearman.play_started("playbooks/job_server.yml", *in_memory, "-e", "gearman_threads=5",
-                                        "-e", "gearman_memory_queue_restart=drain",
-                                        "-e", "gearman_memory_queue_drain_timeout=120")
-        said = []
-        try:
-            for line in draining.stdout:
-                said.append(line)
-                if "FAILED - RETRYING" in line and "Count the jobs waiting" in line:
-                    break
-            assert gearman.main_pid() == pid and waiting() == 4, "".join(said)[-3000:]
+        with gearman.play_started("playbooks/job_server.yml", *in_memory, "-e", "gearman_threads=5",
+                                  "-e", "gearman_memory_queue_restart=drain",
+                                  "-e", "gearman_memory_queue_drain_timeout=120") as draining:
+            said = gearman.read_until(draining, "FAILED - RETRYING", "Count the jobs waiting")
+            assert "FAILED - RETRYING" in said, said[-3000:]
+            assert gearman.main_pid() == pid and waiting() == 4
             gearman.systemctl("start", "gearman-worker-python@1.service")
-            said += draining.stdout.readlines()
-            assert draining.wait(timeout=60) == 0, "".join(said)[-3000:]
-        finally:
-            if draining.poll() is None:
-                draining.kill()
+            said += draining.stdout.read()
+            assert draining.wait() == 0, said[-3000:]
         assert gearman.main_pid() != pid
-        assert "--threads=5" in host.check_output("ps -o args= -C gearmand")
+        assert "--threads=5" in host.check_output("ps -ww -o args= -C gearmand")
         assert wait_until(lambda: len(gearman.done(since, run)) == 4, timeout=30)
 
         # drop: restarted (back to the MySQL queue), the waiting jobs are gone.
@@ -245,8 +241,9 @@ def test_an_in_memory_queue_is_not_restarted_while_jobs_wait_in_it(host, gearman
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
         restored = True
         assert gearman.main_pid() != pid
-        assert "--queue-type=mysql" in host.check_output("ps -o args= -C gearmand")
+        assert "--queue-type=mysql" in host.check_output("ps -ww -o args= -C gearmand")
         assert waiting() == 0 and gearman.rows(run=lost) == 0
     finally:
         if not restored:
-            gearman.play("playbooks/job_server.yml", "-e", "gearman_memory_queue_restart=drop")
+            result = gearman.play("playbooks/job_server.yml", "-e", "gearman_memory_queue_restart=drop")
+            print(f"\nback to the MySQL queue: exit {result.returncode}\n{result.stdout[-2000:]}")
