@@ -21,13 +21,14 @@ def test_site_yml_again_changes_nothing_and_prints_no_secret(host, gearman, pass
     that its output can be read, and first, before any test touches the host:
     site.yml run again on the converged host changes nothing, and its output
     with -v (results as JSON, where quotes come escaped) never shows the
-    queue password. (--check on converged hosts: the cluster scenario.)"""
+    queue password. (--check on converged hosts: the hardening and cluster
+    scenarios.)"""
     name = host.backend.get_hostname()
     result = gearman.play("site.yml", "-v")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     recap = re.search(rf"^{re.escape(name)}\s+:.*$", result.stdout, re.MULTILINE)
     assert recap, result.stdout[-3000:]
-    changed = re.findall(r"^changed: \[.*?\].*$|^TASK \[.*$", result.stdout, re.MULTILINE)
+    changed = re.findall(r"^changed: \[.*?\].*$|^(?:TASK|RUNNING HANDLER) \[.*$", result.stdout, re.MULTILINE)
     assert " changed=0 " in recap.group(0), "\n".join(
         task for task, after in zip(changed, changed[1:] + [""]) if after.startswith("changed:"))
     assert leaks(result.stdout + result.stderr, password) == []

@@ -1,4 +1,5 @@
-"""Bad input, secrets and exposure on a converged host: a play with wrong
+"""Bad input, secrets and exposure on a converged host: --check changes
+nothing and prints no secret; a play with wrong
 database settings fails with the database's own error and leaves the running
 gearmand alone; a job too large for the queue table is refused at once and
 the queue goes on; the password is in no journal; the nftables guard admits
@@ -18,6 +19,21 @@ from conftest import ALL_WORKERS, PORT, TLS_PORT, leaks, wait_until
 
 CONFIG = "/etc/gearmand.conf"
 TLS_DIR = "/etc/gearman/tls"  # the lab certificates the scenario asks for
+
+
+def test_check_mode_on_the_converged_host_reports_no_change_and_no_secret(host, gearman, password):
+    """First, before any test touches the host. --check on a converged
+    all-in-one host, with the firewall and TLS on: nothing would change, and
+    the output with -v (results as JSON) never shows the password. Here on
+    Ubuntu 22.04 and Debian 13; the cluster scenario does the same on its
+    five hosts on Debian 12 and Ubuntu 24.04."""
+    name = host.backend.get_hostname()
+    result = gearman.play("site.yml", "--check", "-v")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    recap = re.search(rf"^{re.escape(name)}\s+:.*$", result.stdout, re.MULTILINE)
+    assert recap, result.stdout[-3000:]
+    assert " changed=0 " in recap.group(0), result.stdout[-5000:]
+    assert leaks(result.stdout + result.stderr, password) == []
 
 
 @pytest.mark.parametrize(
