@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Run every check of the project and end with one line: N passed, N failed.
 
-Stages: yamllint, ansible-lint, the unit tests, then `molecule test` for each
-platform of each scenario, several at a time. The platforms are those of
+Stages: yamllint, ansible-lint and the unit tests, and beside them the base
+images and the cluster's lane; then `molecule test` for each platform of
+each scenario, several at a time. The platforms are those of
 .config/molecule/config.yml; SCENARIO_PLATFORMS below names fewer for some
 scenarios (the README's Tests section says why).
 
@@ -191,34 +192,30 @@ def plan() -> tuple[list[Run], Tally]:
     return runs, tally
 
 
-def ensure_images(distros: set[str]) -> dict[str, tuple[str, bool]]:
-    """Build missing base images; return {distro: (reason, may_skip)} for those not there.
+def ensure_image(distro: str) -> tuple[str, bool] | None:
+    """Build a missing base image; None when it is there, else (reason, may_skip).
 
-    Runs beside the linters: it prints nothing, its output goes to log files."""
-    allowed = set(words("ALLOW_UNREACHABLE"))
+    Runs beside the linters: it prints nothing, its output goes to a log file."""
 
     def quiet(*args: str) -> int:
         return subprocess.run([*BASE_IMAGE, *args], capture_output=True).returncode
 
-    def one(distro: str) -> tuple[str, tuple[str, bool] | None]:
-        # There, and made by the current recipe (else it is rebuilt).
-        if quiet("--present", distro) == 0:
-            return distro, None
-        if quiet("--probe", distro) != 0:
-            return distro, ("its package archive does not answer, so no base image can be built",
-                            distro in allowed)
-        log = LOG_DIR / f"image-{distro}.log"
-        with open(log, "w") as out:
-            built = subprocess.run([*BASE_IMAGE, distro], stdout=out, stderr=subprocess.STDOUT)
-        if built.returncode != 0:
-            return distro, (f"building the base image failed (log: {log})", False)
-        return distro, None
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-        return {distro: missing for distro, missing in pool.map(one, sorted(distros)) if missing}
+    # There, and made by the current recipe (else it is rebuilt).
+    if quiet("--present", distro) == 0:
+        return None
+    if quiet("--probe", distro) != 0:
+        return ("its package archive does not answer, so no base image can be built",
+                distro in words("ALLOW_UNREACHABLE"))
+    log = LOG_DIR / f"image-{distro}.log"
+    with open(log, "w") as out:
+        built = subprocess.run([*BASE_IMAGE, distro], stdout=out, stderr=subprocess.STDOUT)
+    if built.returncode != 0:
+        return (f"building the base image failed (log: {log})", False)
+    return None
 
 
-def run_molecule(run: Run, expected: int) -> tuple[Tally, float]:
+def run_molecule(run: Run, expected: int) -> tuple[Tally, float, str]:
+    """One molecule test run: its tally, time, and what to print about it."""
     name = f"molecule {run.scenario}/{run.platform}"
     log = LOG_DIR / f"molecule-{run.scenario}-{run.platform}.log"
     xml_path = LOG_DIR / f"molecule-{run.scenario}-{run.platform}.xml"
@@ -255,60 +252,71 @@ def run_molecule(run: Run, expected: int) -> tuple[Tally, float]:
     tally.figures += [f"{run.platform}: {line}" for line in text.splitlines() if FIGURE.match(line)]
     tally.times.append(f"{name}: {elapsed:.0f} s")
     status = "ok" if result.returncode == 0 else "FAILED"
-    print(f"\n---- {name}: {status} in {elapsed:.0f} s, "
-          f"{tally.passed} passed, {tally.failed} failed (log: {log})", flush=True)
+    report = [f"\n---- {name}: {status} in {elapsed:.0f} s, {tally.passed} passed, {tally.failed} failed (log: {log})"]
     if result.returncode != 0:
         # Show where it broke: the failing tasks and the end of the log.
         interesting = [line for line in text.splitlines() if re.search(r"fatal:|FAILED|ERROR|Error|assert", line)]
-        print("\n".join(interesting[-40:]))
-        print("...\n" + text[-6000:], flush=True)
-    return tally, elapsed
+        report += interesting[-40:] + ["...", text[-6000:]]
+    return tally, elapsed, "\n".join(report)
 
 
-def run_all_molecule(runs: list[Run], tally: Tally, started: float, checks_done: threading.Event) -> Tally:
+def run_all_molecule(runs: list[Run], tally: Tally, started: float,
+                     checks_done: threading.Event, cancelled: threading.Event) -> Tally:
     """The molecule stage, run beside the linters and the unit tests.
 
-    The base images are built first (mostly downloads). The runs with their
-    own hosts (the cluster) are the longest chain, so their lane starts as
-    soon as the images are there; the other runs wait for the linters and
-    unit tests to end, and prints wait for them too."""
+    The base images are built first (mostly downloads), and each run waits
+    for its own. The runs with their own hosts (the cluster) are the
+    longest chain, so their lane starts at once; the other runs wait for the
+    linters and unit tests to end. Nothing of this stage is printed before they end,
+    and each run's report is printed whole, one at a time. When the checks
+    were cancelled (Ctrl-C), no further run starts."""
     if not runs:
         checks_done.wait()
         return tally.fail("molecule: nothing to run (check SCENARIOS and PLATFORMS)")
+    distros = sorted({r.distro for r in runs})
     images_started = time.monotonic()
-    missing = ensure_images({r.distro for r in runs})
-    images_took = time.monotonic() - images_started
-    todo = []
-    for run in runs:
-        reason, may_skip = missing.get(run.distro, (None, False))
-        if reason is None:
-            todo.append(run)
-        elif may_skip:
-            tally.skip(f"molecule {run.scenario}/{run.platform}: {reason} (allowed by ALLOW_UNREACHABLE)")
-        else:
-            tally.fail(f"molecule {run.scenario}/{run.platform}: {reason}")
-    expected = {scenario: scenario_tests(scenario) for scenario in {r.scenario for r in todo}}
+    builds = concurrent.futures.ThreadPoolExecutor(max_workers=len(distros))
+    images = {distro: builds.submit(ensure_image, distro) for distro in distros}
+    images_ready: list[float] = []
+    for image in images.values():
+        image.add_done_callback(lambda _: images_ready.append(time.monotonic() - images_started))
+    builds.shutdown(wait=False)
+    expected = {scenario: scenario_tests(scenario) for scenario in {r.scenario for r in runs}}
     for scenario, count in sorted(expected.items()):
         if count == 0:
             tally.fail(f"molecule {scenario}: no testinfra test collected from molecule/{scenario}/tests")
     jobs = max(1, int(os.environ.get("MOLECULE_JOBS", "4")))
     # The longest scenarios first, so that the short ones fill in at the end.
-    todo.sort(key=lambda r: ["cluster", "faults", "hardening"].index(r.scenario)
-              if r.scenario in ("faults", "cluster", "hardening") else 9)
+    todo = sorted(runs, key=lambda r: ["cluster", "faults", "hardening"].index(r.scenario)
+                  if r.scenario in ("faults", "cluster", "hardening") else 9)
 
     # Per scenario: the time of each platform run, and when its last one ended.
     spent: dict[str, list[float]] = {}
     ended: dict[str, float] = {}
+    announced = threading.Event()
+    printing = threading.Lock()
 
     # A platform's container is named after it, whatever the scenario: two
     # scenarios never use one platform at the same time.
     platform_locks = {r.platform: threading.Lock() for r in todo}
 
     def one(run: Run) -> Tally:
+        # Each run waits for its own distribution's image only.
+        missing = images[run.distro].result()
+        if cancelled.is_set():
+            return Tally().fail(f"molecule {run.scenario}/{run.platform}: not run (cancelled)")
+        if missing:
+            reason, may_skip = missing
+            name = f"molecule {run.scenario}/{run.platform}"
+            return (Tally().skip(f"{name}: {reason} (allowed by ALLOW_UNREACHABLE)") if may_skip
+                    else Tally().fail(f"{name}: {reason}"))
         with contextlib.nullcontext() if run.own_hosts else platform_locks[run.platform]:
-            result, elapsed = run_molecule(run, expected[run.scenario])
+            result, elapsed, report = run_molecule(run, expected[run.scenario])
         spent.setdefault(run.scenario, []).append(elapsed)
         ended[run.scenario] = time.monotonic() - started
+        announced.wait()
+        with printing:
+            print(report, flush=True)
         return result
 
     # Runs with their own hosts go one after another in a lane of their own;
@@ -319,23 +327,28 @@ def run_all_molecule(runs: list[Run], tally: Tally, started: float, checks_done:
             concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs - bool(lane))) as pool:
         futures = [serial.submit(one, r) for r in lane]
         checks_done.wait()
-        banner(f"base images: {', '.join(sorted({r.distro for r in runs}))}")
-        for distro, (reason, _) in sorted(missing.items()):
-            log = LOG_DIR / f"image-{distro}.log"
-            if "failed" in reason and log.exists():
-                print(log.read_text(errors="replace")[-3000:])
-            print(f"{distro}: {reason}")
-        print(f"---- base images: {f'{len(missing)} missing' if missing else 'ready'} "
-              f"after {images_took:.0f} s", flush=True)
-        if not todo:
-            return tally.fail("molecule: no platform could be run")
-        banner(f"molecule: {len(todo)} platform runs, {jobs} at a time"
-               + (f" ({', '.join(f'{r.scenario}/{r.platform}' for r in lane)} one after another, "
-                  "started beside the unit tests)" if lane else "")
-               + ": " + ", ".join(f"{r.scenario}/{r.platform}" for r in todo))
-        futures += [pool.submit(one, r) for r in rest]
+        missing = {distro: image.result() for distro, image in images.items() if image.result()}
+        with printing:
+            banner(f"base images: {', '.join(distros)}")
+            for distro, (reason, _) in sorted(missing.items()):
+                log = LOG_DIR / f"image-{distro}.log"
+                if "failed" in reason and log.exists():
+                    print(log.read_text(errors="replace")[-3000:])
+                print(f"{distro}: {reason}")
+            print(f"---- base images: {f'{len(missing)} missing' if missing else 'ready'} "
+                  f"after {max(images_ready):.0f} s", flush=True)
+            banner(f"molecule: {len(todo)} platform runs, "
+                   + (f"{', '.join(f'{r.scenario}/{r.platform}' for r in lane)} one after another "
+                      f"(started beside the unit tests), the others {max(1, jobs - 1)} at a time"
+                      if lane else f"{jobs} at a time")
+                   + ": " + ", ".join(f"{r.scenario}/{r.platform}" for r in todo))
+        announced.set()
+        if not cancelled.is_set():
+            futures += [pool.submit(one, r) for r in rest]
         for future in futures:
             tally.add(future.result())
+        if all(r.distro in missing for r in todo):
+            tally.fail("molecule: no platform could be run")
     for scenario, times in sorted(spent.items()):
         tally.times.insert(0, f"scenario {scenario}: {len(times)} platform runs of {min(times):.0f}-{max(times):.0f} s, "
                               f"all done {ended[scenario]:.0f} s after the start")
@@ -347,18 +360,26 @@ def main() -> int:
     started = time.monotonic()
     total = Tally()
     molecule = os.environ.get("SKIP_MOLECULE") != "1"
-    checks_done = threading.Event()
+    checks_done, cancelled = threading.Event(), threading.Event()
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as background:
         if molecule:
-            stage = background.submit(run_all_molecule, *plan(), started, checks_done)
+            stage = background.submit(run_all_molecule, *plan(), started, checks_done, cancelled)
         try:
             total.add(run_check("yamllint", ["yamllint", "-s", "."]))
             total.add(run_check("ansible-lint", ["ansible-lint", "--offline", "-q"]))
             total.add(run_unit())
+        except BaseException:
+            # Ctrl-C, or a check that could not even start: no further
+            # molecule run; the one under way (the cluster's) is waited for.
+            cancelled.set()
+            raise
         finally:
             checks_done.set()
         if molecule:
-            total.add(stage.result())
+            try:
+                total.add(stage.result())
+            except Exception as error:  # noqa: BLE001 - reported, never swallowed
+                total.fail(f"molecule: the test runner broke: {error!r}")
         else:
             total.skip("molecule: SKIP_MOLECULE=1")
     banner(f"summary after {time.monotonic() - started:.0f} s")
