@@ -109,7 +109,11 @@ def run_check(name: str, cmd: list[str]) -> Tally:
     """A check that passes or fails as a whole."""
     banner(name)
     started = time.monotonic()
-    result = subprocess.run(cmd, cwd=ROOT)
+    try:
+        result = subprocess.run(cmd, cwd=ROOT)
+    except OSError as error:
+        print(f"---- {name}: FAILED ({error})", flush=True)
+        return Tally().fail(f"{name}: could not start: {error}")
     ok = result.returncode == 0
     print(f"---- {name}: {'ok' if ok else 'FAILED'} ({time.monotonic() - started:.0f} s)", flush=True)
     return Tally(passed=1) if ok else Tally().fail(f"{name}: exited {result.returncode}")
@@ -120,7 +124,11 @@ def junit_tally(name: str, xml_path: Path) -> tuple[Tally, int]:
     tally, ran = Tally(), 0
     if not xml_path.exists():
         return tally, 0
-    for case in ET.parse(xml_path).getroot().iter("testcase"):
+    try:
+        cases = list(ET.parse(xml_path).getroot().iter("testcase"))
+    except ET.ParseError as error:
+        return tally.fail(f"{name}: its test report {xml_path} is unreadable ({error})"), 0
+    for case in cases:
         ran += 1
         label = f"{name}: {case.get('classname')}::{case.get('name')}"
         if case.find("failure") is not None or case.find("error") is not None:
@@ -276,10 +284,14 @@ def run_all_molecule(runs: list[Run], tally: Tally, started: float,
     distros = sorted({r.distro for r in runs})
     images_started = time.monotonic()
     builds = concurrent.futures.ThreadPoolExecutor(max_workers=len(distros))
-    images = {distro: builds.submit(ensure_image, distro) for distro in distros}
-    images_ready: list[float] = []
-    for image in images.values():
-        image.add_done_callback(lambda _: images_ready.append(time.monotonic() - images_started))
+    def build(distro: str) -> tuple[tuple[str, bool] | None, float]:
+        try:
+            missing = ensure_image(distro)
+        except Exception as error:  # noqa: BLE001 - a failure of this image, reported as such
+            missing = (f"building the base image failed: {error!r}", False)
+        return missing, time.monotonic() - images_started
+
+    images = {distro: builds.submit(build, distro) for distro in distros}
     builds.shutdown(wait=False)
     expected = {scenario: scenario_tests(scenario) for scenario in {r.scenario for r in runs}}
     for scenario, count in sorted(expected.items()):
@@ -301,17 +313,20 @@ def run_all_molecule(runs: list[Run], tally: Tally, started: float,
     platform_locks = {r.platform: threading.Lock() for r in todo}
 
     def one(run: Run) -> Tally:
+        name = f"molecule {run.scenario}/{run.platform}"
         # Each run waits for its own distribution's image only.
-        missing = images[run.distro].result()
-        if cancelled.is_set():
-            return Tally().fail(f"molecule {run.scenario}/{run.platform}: not run (cancelled)")
+        missing, _ = images[run.distro].result()
         if missing:
             reason, may_skip = missing
-            name = f"molecule {run.scenario}/{run.platform}"
             return (Tally().skip(f"{name}: {reason} (allowed by ALLOW_UNREACHABLE)") if may_skip
                     else Tally().fail(f"{name}: {reason}"))
         with contextlib.nullcontext() if run.own_hosts else platform_locks[run.platform]:
-            result, elapsed, report = run_molecule(run, expected[run.scenario])
+            if cancelled.is_set():
+                return Tally().fail(f"{name}: not run (cancelled)")
+            try:
+                result, elapsed, report = run_molecule(run, expected[run.scenario])
+            except Exception as error:  # noqa: BLE001 - this run failed; the others still count
+                return Tally().fail(f"{name}: the test runner broke: {error!r}")
         spent.setdefault(run.scenario, []).append(elapsed)
         ended[run.scenario] = time.monotonic() - started
         announced.wait()
@@ -327,24 +342,27 @@ def run_all_molecule(runs: list[Run], tally: Tally, started: float,
             concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs - bool(lane))) as pool:
         futures = [serial.submit(one, r) for r in lane]
         checks_done.wait()
-        missing = {distro: image.result() for distro, image in images.items() if image.result()}
-        with printing:
-            banner(f"base images: {', '.join(distros)}")
-            for distro, (reason, _) in sorted(missing.items()):
-                log = LOG_DIR / f"image-{distro}.log"
-                if "failed" in reason and log.exists():
-                    print(log.read_text(errors="replace")[-3000:])
-                print(f"{distro}: {reason}")
-            print(f"---- base images: {f'{len(missing)} missing' if missing else 'ready'} "
-                  f"after {max(images_ready):.0f} s", flush=True)
-            banner(f"molecule: {len(todo)} platform runs, "
-                   + (f"{', '.join(f'{r.scenario}/{r.platform}' for r in lane)} one after another "
-                      f"(started beside the unit tests), the others {max(1, jobs - 1)} at a time"
-                      if lane else f"{jobs} at a time")
-                   + ": " + ", ".join(f"{r.scenario}/{r.platform}" for r in todo))
-        announced.set()
-        if not cancelled.is_set():
-            futures += [pool.submit(one, r) for r in rest]
+        try:
+            built = {distro: image.result() for distro, image in images.items()}
+            missing = {distro: gone for distro, (gone, _) in built.items() if gone}
+            with printing:
+                banner(f"base images: {', '.join(distros)}")
+                for distro, (reason, _) in sorted(missing.items()):
+                    log = LOG_DIR / f"image-{distro}.log"
+                    if "failed" in reason and log.exists():
+                        print(log.read_text(errors="replace")[-3000:])
+                    print(f"{distro}: {reason}")
+                print(f"---- base images: {f'{len(missing)} missing' if missing else 'ready'} "
+                      f"after {max(took for _, took in built.values()):.0f} s", flush=True)
+                banner(f"molecule: {len(todo)} platform runs, "
+                       + (f"{', '.join(f'{r.scenario}/{r.platform}' for r in lane)} one after another "
+                          f"(started beside the unit tests), the others {max(1, jobs - 1)} at a time"
+                          if lane else f"{jobs} at a time")
+                       + ": " + ", ".join(f"{r.scenario}/{r.platform}" for r in todo))
+        finally:
+            # Whatever happened above, the runs that ended may print.
+            announced.set()
+        futures += [pool.submit(one, r) for r in rest]
         for future in futures:
             tally.add(future.result())
         if all(r.distro in missing for r in todo):
@@ -361,6 +379,7 @@ def main() -> int:
     total = Tally()
     molecule = os.environ.get("SKIP_MOLECULE") != "1"
     checks_done, cancelled = threading.Event(), threading.Event()
+    interrupted = False
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as background:
         if molecule:
             stage = background.submit(run_all_molecule, *plan(), started, checks_done, cancelled)
@@ -368,20 +387,23 @@ def main() -> int:
             total.add(run_check("yamllint", ["yamllint", "-s", "."]))
             total.add(run_check("ansible-lint", ["ansible-lint", "--offline", "-q"]))
             total.add(run_unit())
-        except BaseException:
-            # Ctrl-C, or a check that could not even start: no further
-            # molecule run; the one under way (the cluster's) is waited for.
-            cancelled.set()
-            raise
-        finally:
             checks_done.set()
-        if molecule:
-            try:
+            if molecule:
                 total.add(stage.result())
-            except Exception as error:  # noqa: BLE001 - reported, never swallowed
-                total.fail(f"molecule: the test runner broke: {error!r}")
-        else:
-            total.skip("molecule: SKIP_MOLECULE=1")
+            else:
+                total.skip("molecule: SKIP_MOLECULE=1")
+        except KeyboardInterrupt:
+            # No further molecule run starts; the ones under way got the
+            # signal too and end.
+            interrupted = True
+            cancelled.set()
+            checks_done.set()
+            total.fail("make test: interrupted (Ctrl-C)")
+            if molecule:
+                total.add(stage.result())
+        except Exception as error:  # noqa: BLE001 - reported in the summary, never swallowed
+            checks_done.set()
+            total.fail(f"the test runner broke: {error!r}")
     banner(f"summary after {time.monotonic() - started:.0f} s")
     for line in total.times + sorted(total.figures):
         print(line)
@@ -393,7 +415,7 @@ def main() -> int:
     if total.skipped:
         line += f", {total.skipped} skipped"
     print(line, flush=True)
-    return 0 if total.failed == 0 else 1
+    return 130 if interrupted else 0 if total.failed == 0 else 1
 
 
 if __name__ == "__main__":
