@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import threading
 import time
@@ -152,10 +153,12 @@ class Gearman:
             "journalctl --no-pager -o cat" + " -u %s" * len(units) + " --since %s", *units, since
         )
 
-    def logged_at(self, since: str, unit: str, text: str) -> list[float]:
-        """When (Unix time) the unit logged a line holding text, since then."""
+    def logged_at(self, since: str, unit: str, text: str) -> list[tuple[float, str]]:
+        """When (Unix time), and by which process, the unit logged a line
+        holding text, since then."""
         out = self.host.check_output("journalctl --no-pager -o short-unix -u %s --since %s", unit, since)
-        return [float(line.split(" ", 1)[0]) for line in out.splitlines() if text in line]
+        return [(float(line.split(" ", 1)[0]), re.search(r" \S+\[(\d+)\]: ", line).group(1))
+                for line in out.splitlines() if text in line]
 
     def done(self, since: str, run: str, *units: str) -> list[tuple[str, dict]]:
         return jobs_done(self.worker_log(since, *units), run)
@@ -184,14 +187,25 @@ class Gearman:
             playbook_command(self.inventory(), playbook, "--limit", self.host.backend.get_hostname(), *extra),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **PLAYBOOK_ENV},
         )
-        deadline = threading.Timer(timeout, play.kill)
+        def stop() -> None:
+            play.send_signal(signal.SIGINT)
+            time.sleep(15)
+            play.kill()
+
+        deadline = threading.Timer(timeout, stop)
+        deadline.daemon = True
         deadline.start()
         try:
             yield play
         finally:
             deadline.cancel()
             if play.poll() is None:
-                play.kill()
+                # As Ctrl-C: ansible stops its workers too.
+                play.send_signal(signal.SIGINT)
+                try:
+                    play.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    play.kill()
             play.wait()
 
     @staticmethod
