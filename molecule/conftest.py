@@ -269,6 +269,7 @@ class Cluster:
     def __init__(self, folder: Path):
         inventory = yaml.safe_load(CLUSTER_INVENTORY.read_text())["all"]
         user = inventory["vars"]["ansible_user"]
+        self.network = inventory["children"]["gearman_lab"]["vars"]["lab_network"]
         self.vars = {name: hvars or {} for group in inventory["children"].values()
                      for name, hvars in (group or {}).get("hosts", {}).items()}
         self.hosts = {
@@ -308,6 +309,18 @@ class Cluster:
 
     def unit(self, name: str, unit: str, *properties: str) -> dict[str, str]:
         return Gearman(self[name]).unit(unit, *properties)
+
+    @contextlib.contextmanager
+    def cut_off(self, name: str):
+        """The host's link to the lab network pulled out, and put back (at
+        its own address) afterwards: its peers hear nothing from it, not
+        even a reset."""
+        subprocess.run(["docker", "network", "disconnect", self.network, name], check=True, capture_output=True)
+        try:
+            yield
+        finally:
+            subprocess.run(["docker", "network", "connect", "--ip", self.vars[name]["ansible_host"], self.network, name],
+                           check=True, capture_output=True)
 
     def booted(self, name: str) -> bool:
         """The host answers over SSH and systemd has finished starting it."""

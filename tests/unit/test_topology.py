@@ -68,11 +68,40 @@ def test_each_job_server_keeps_its_own_table_on_the_one_database(worked_out):
 
 def test_the_queue_user_logs_in_from_each_server_to_its_own_table_only(worked_out):
     grants = json.loads((worked_out / "db-db1.json").read_text())["grants"]
+    # From another host, over TLS only.
     assert grants == [
-        {"host": "10.0.0.21", "priv": "gearman.gearman_queue_gm1:SELECT,INSERT,DELETE"},
-        {"host": "10.0.0.122", "priv": "gearman.gearman_queue_gm2:SELECT,INSERT,DELETE"},
+        {"host": "10.0.0.21", "priv": "gearman.gearman_queue_gm1:SELECT,INSERT,DELETE", "tls": True},
+        {"host": "10.0.0.122", "priv": "gearman.gearman_queue_gm2:SELECT,INSERT,DELETE", "tls": True},
     ]
     assert "%" not in json.dumps(grants)
+
+
+def test_job_servers_reach_a_database_on_another_host_over_tls(worked_out):
+    db = json.loads((worked_out / "db-db1.json").read_text())
+    assert [(s["name"], s["mysql_tls"], s["mysql_tls_ca_from"]) for s in db["servers"]] == [
+        ("gm1", True, ""), ("gm2", True, "")]
+    # The database turns TLS on, and a lab certificate would name every
+    # address a job server may connect to.
+    assert db["tls"] is True
+    assert set(db["tls_names"]) == {"DNS:db1", "IP:192.0.2.10", "IP:10.0.0.10", "DNS:localhost", "IP:127.0.0.1"}
+
+
+def test_tls_to_the_database_follows_each_side_of_the_inventory(tmp_path):
+    groups = {"gearman_db": ["db1"], "gearman_servers": ["gm1"]}
+    hosts = {"db1": {**CLUSTER["db1"], "gearman_mysql_tls_generate": True},
+             "gm1": {**CLUSTER["gm1"], "gearman_db_tls": False}}
+    # Turned off for gm1: a plain login, and nothing for the database to do.
+    db = work_out(tmp_path, hosts, groups, gearman_firewall_enabled=True)["db1"]
+    assert (db["servers"][0]["mysql_tls"], db["grants"][0]["tls"], db["tls"]) == (False, False, False)
+    # On, with the database's lab CA to copy from db1.
+    hosts["gm1"]["gearman_db_tls"] = "auto"
+    db = work_out(tmp_path, hosts, groups, gearman_firewall_enabled=True)["db1"]
+    assert (db["servers"][0]["mysql_tls"], db["servers"][0]["mysql_tls_ca_from"]) == (True, "db1")
+    assert db["servers"][0]["problems"] == []
+    # The database refusing TLS that a job server wants is a problem for preflight.
+    hosts["db1"]["gearman_mysql_tls_enabled"] = False
+    (problem,) = work_out(tmp_path, hosts, groups, gearman_firewall_enabled=True)["db1"]["servers"][0]["problems"]
+    assert "gearman_mysql_tls_enabled: false" in problem and "gearman_db_tls: false on gm1" in problem
 
 
 def test_clients_and_workers_list_every_server_where_they_reach_it(worked_out):
@@ -102,8 +131,10 @@ def test_the_tutorials_one_host_keeps_the_tutorials_table_and_loopback_logins(tm
     db = work_out(tmp_path, {"aio": {}}, {group: ["aio"] for group in every})["aio"]
     (server,) = db["servers"]
     assert (server["mysql_host"], server["table"], server["problems"]) == ("127.0.0.1", "gearman_queue", [])
-    assert db["grants"] == [{"host": h, "priv": "gearman.gearman_queue:SELECT,INSERT,DELETE"}
+    # On its own host the database is reached without TLS.
+    assert db["grants"] == [{"host": h, "priv": "gearman.gearman_queue:SELECT,INSERT,DELETE", "tls": False}
                             for h in ("localhost", "127.0.0.1")]
+    assert (server["mysql_tls"], db["tls"]) == (False, False)
     assert servers_file(tmp_path, "aio") == ["127.0.0.1:4730"]
 
 

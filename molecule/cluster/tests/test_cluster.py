@@ -1,7 +1,7 @@
 """The cluster as users run it: a database host, two job servers, a worker
 host and a web host, deployed over SSH with sudo. Each job server keeps its
 own queue table on db1 and the queue user logs in from each server's address
-to its own table only; jobs submitted through either server are done on wk1;
+to its own table only, over TLS only; jobs submitted through either server are done on wk1;
 a job server, the database or the worker host going away loses nothing; and
 a configuration deployed while a client submits loses no submission. Each
 story prints `CLUSTER <name>: submitted N, done N, lost 0, duplicated D`."""
@@ -26,20 +26,45 @@ SCHEMA = {"unique_key": "varbinary(64)", "function_name": "varbinary(255)", "pri
           "data": "longblob", "when_to_run": "bigint(20)"}
 
 
-# Logs in to the queue database as gearmand does, with /etc/gearmand.conf,
-# and counts the rows of the table named on the command line.
+# Logs in to the queue database as gearmand does, with /etc/gearmand.conf
+# and, over TLS, the CA of its client settings (checking the server's
+# certificate and name), and counts the rows of the table named on the
+# command line; with "plain" after it, without TLS.
 READ_AS_GEARMAND = """
 import sys, pymysql
 conf = dict(line.strip()[2:].split("=", 1) for line in open("/etc/gearmand.conf") if line.startswith("--"))
-db = pymysql.connect(host=conf["mysql-host"], port=int(conf["mysql-port"]), user=conf["mysql-user"],
-                     password=conf["mysql-password"], database=conf["mysql-db"])
+ca = [line.split("=", 1)[1].strip() for line in open("/etc/gearman/mysql/my.cnf") if line.startswith("ssl-ca")]
+tls = None if sys.argv[2:] == ["plain"] else {"ca": ca[0], "check_hostname": True}
 try:
+    db = pymysql.connect(host=conf["mysql-host"], port=int(conf["mysql-port"]), user=conf["mysql-user"],
+                         password=conf["mysql-password"], database=conf["mysql-db"], ssl=tls)
     with db.cursor() as cursor:
+        cursor.execute("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        cipher = cursor.fetchone()[1]
         cursor.execute("SELECT COUNT(*) FROM `%s`" % sys.argv[1])
-        print("rows", cursor.fetchone()[0])
+        print("rows", cursor.fetchone()[0], "cipher", cipher or "none")
 except pymysql.MySQLError as error:
     print("refused", error)
 """
+
+
+# A worker of its own function that takes one job and then either holds it
+# for ever ("hold") or does it at once ("finish"), with the samples' library.
+PROBE_WORKER = """
+import sys, time, gear
+host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+worker = gear.Worker("keepalive-probe")
+worker.addServer(host, port)
+worker.waitForServer()
+worker.registerFunction("keepaliveProbe")
+job = worker.getJob()
+print("took", job.arguments.decode(), flush=True)
+if mode == "hold":
+    time.sleep(3600)
+job.sendWorkComplete(b"done")
+print("done", flush=True)
+"""
+PROBE_PYTHON = "/opt/gearman-python/bin/python3"
 
 
 def new_run() -> str:
@@ -89,6 +114,28 @@ def test_the_queue_user_logs_in_from_each_server_to_its_own_table_only(cluster):
         theirs = cluster[server].run("python3 -c %s %s", READ_AS_GEARMAND, f"gearman_queue_{other}")
         # MySQL error 1142: SELECT command denied for that table.
         assert theirs.stdout.startswith("refused (1142"), (server, theirs.stdout + theirs.stderr)
+
+
+def test_each_job_server_reaches_the_database_over_tls_only(cluster):
+    # db1 serves TLS with its lab certificate, and each server's login
+    # requires it.
+    assert cluster["db1"].check_output("mysql -N -B -e %s", "SHOW GLOBAL VARIABLES LIKE 'have_ssl'").split() == [
+        "have_ssl", "YES"]
+    required = cluster["db1"].check_output("mysql -N -B -e %s", "SELECT Host, ssl_type FROM mysql.user WHERE User = 'gearman'")
+    assert sorted(required.split("\n")) == sorted(f"{cluster.address(s)}\tANY" for s in cluster.servers)
+    for server in cluster.servers:
+        # gearmand's MySQL client reads its settings where the unit points it,
+        # and checks the database's certificate (a bare option would be off).
+        assert "MARIADB_HOME=/etc/gearman/mysql" in cluster[server].check_output(
+            "systemctl show -p Environment gearman-job-server")
+        assert "ssl-verify-server-cert = 1" in cluster[server].check_output("cat /etc/gearman/mysql/my.cnf")
+        # Logged in as gearmand is, over TLS: a cipher; without TLS: refused
+        # (MySQL error 1045, access denied). gearmand itself can only be
+        # logging in over TLS: its queue works (the tests around this one).
+        tls = cluster[server].run("python3 -c %s %s", READ_AS_GEARMAND, f"gearman_queue_{server}")
+        assert re.match(r"rows \d+ cipher (?!none)\S+$", tls.stdout), (server, tls.stdout + tls.stderr)
+        plain = cluster[server].run("python3 -c %s %s plain", READ_AS_GEARMAND, f"gearman_queue_{server}")
+        assert plain.stdout.startswith("refused (1045"), (server, plain.stdout + plain.stderr)
 
 
 def test_jobs_submitted_through_each_server_are_done_on_the_worker_host(cluster):
@@ -155,6 +202,43 @@ def test_the_worker_host_rebooted_with_jobs_waiting_drains_them_by_itself(cluste
     subprocess.run(["docker", "restart", "wk1"], check=True, capture_output=True)
     assert wait_until(lambda: cluster.booted("wk1"), timeout=120, step=2), "wk1 did not come back"
     cluster.drained("wk1 rebooted", since, {run: 25})
+
+
+def test_a_worker_host_cut_off_gives_its_job_back_within_the_keepalive_time(cluster):
+    """gearmand probes a silent connection (TCP keepalive, the role's
+    gearman_keepalive_* settings): when wk1's link is pulled out while one of
+    its workers holds a job, gm1 closes that worker's connection after idle +
+    interval x count seconds and the job waits in the queue again, to be done
+    by the next worker that reaches gm1."""
+    params = cluster["gm1"].check_output("cat /etc/default/gearman-job-server")
+    idle, interval, count = (int(re.search(rf"--keepalive-{name}=(\d+)", params).group(1))
+                             for name in ("idle", "interval", "count"))
+    limit = idle + interval * count
+    run = new_run()
+    address, port = cluster.address("gm1"), str(cluster.port("gm1"))
+    cluster["gm1"].check_output("gearman -h %s -p %s -b -f keepaliveProbe %s", address, port, run)
+    cluster["wk1"].check_output("systemd-run --collect --unit keepalive-probe %s -c %s %s %s hold",
+                                PROBE_PYTHON, PROBE_WORKER, address, port)
+    try:
+        assert wait_until(lambda: cluster.status("gm1").get("keepaliveProbe") == (1, 1, 1), timeout=30), (
+            cluster.status("gm1"))
+        with cluster.cut_off("wk1"):
+            pulled = time.monotonic()
+            given_back = wait_until(lambda: cluster.status("gm1")["keepaliveProbe"][1:] == (0, 0),
+                                    timeout=limit + 15, step=1)
+            after = time.monotonic() - pulled
+        print(f"\nCLUSTER keepalive: the job came back {after:.0f} s after wk1's link was pulled "
+              f"(keepalive {idle} + {interval} x {count} = {limit} s)")
+        assert given_back, f"gm1 still counts the job as running {after:.0f} s after the link was pulled"
+        # It waits in gm1's table, and a worker that reaches gm1 does it.
+        assert cluster.rows("gm1", run) == 1
+        finished = cluster["wk1"].run("timeout 60 %s -c %s %s %s finish", PROBE_PYTHON, PROBE_WORKER, address, port)
+        assert finished.stdout.split() == ["took", run, "done"], finished.stdout + finished.stderr
+        assert wait_until(lambda: cluster.rows("gm1", run) == 0, timeout=30)
+    finally:
+        cluster["wk1"].run("systemctl stop keepalive-probe")
+        # The samples' connections were cut with it: start them afresh.
+        cluster.workers("restart")
 
 
 def test_a_configuration_change_deployed_while_a_client_submits_loses_nothing(cluster):

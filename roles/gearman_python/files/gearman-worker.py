@@ -22,6 +22,11 @@ import time
 import gear
 
 SERVERS_FILE = "/etc/gearman/servers"
+# TCP keepalive on the worker's connections, as the job servers set it on
+# theirs (the gearman role's defaults): a job server whose host vanished is
+# noticed within 20 + 5 x 3 = 35 s, and gear reconnects to it, rather than
+# waiting for work on a dead connection for the kernel's two hours.
+KEEPALIVE = {"keepalive": True, "tcp_keepidle": 20, "tcp_keepintvl": 5, "tcp_keepcnt": 3}
 FUNCTIONS = {"sendEmail": "email", "resizeImage": "resize"}
 
 
@@ -158,7 +163,7 @@ def main():
     stopper = Stopper(worker, args.id)
     stopper.install()
     for host, port in servers:
-        worker.addServer(host, port)
+        worker.addServer(host, port, **KEEPALIVE)
     for function in FUNCTIONS:
         worker.registerFunction(function)
     log(f"{args.id}: ready for {', '.join(FUNCTIONS)} ({args.work_ms} ms of work a job)")
