@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from conftest import ALL_WORKERS, FUNCTIONS, PORT, wait_until
+from conftest import ALL_WORKERS, CLIENTS, FUNCTIONS, PORT, wait_until
 
 N = 500  # jobs a fault test submits: half from the PHP client, half from Python
 
@@ -139,6 +139,47 @@ def test_a_job_that_kills_its_workers_is_dropped_after_the_retries(host, gearman
     since = gearman.now()
     gearman.submit("php", 1, marker)
     assert wait_until(lambda: len(gearman.done(since, marker)) == 2, timeout=30)
+
+
+# A job server that accepts connections and never answers, as one that is
+# stuck or still replaying its queue after a start.
+STUCK_SERVER = """
+import socket, sys, time
+listener = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+held = []
+while True:
+    held.append(listener.accept()[0])
+"""
+STUCK_PORT = 4798
+
+
+@pytest.mark.parametrize("language", ["php", "python"])
+def test_a_stuck_job_server_is_passed_over_by_the_clients(host, gearman, language):
+    """Each sample client gives a job server 5 s to take a job, then offers
+    it to the next one listed; with none taking it, it fails saying so."""
+    # The jobs stay in the table, to be counted (the workers start after the test).
+    gearman.systemctl("stop", *ALL_WORKERS)
+    host.check_output("systemd-run --collect --unit stuck-gearmand python3 -c %s %s", STUCK_SERVER, str(STUCK_PORT))
+    try:
+        assert wait_until(lambda: host.socket(f"tcp://127.0.0.1:{STUCK_PORT}").is_listening, timeout=10)
+        host.check_output("printf '127.0.0.1:%s\\n127.0.0.1:%s\\n' > /tmp/stuck-first", str(STUCK_PORT), str(PORT))
+        host.check_output("printf '127.0.0.1:%s\\n' > /tmp/stuck-only", str(STUCK_PORT))
+        run = uuid.uuid4().hex[:8]
+        started = time.monotonic()
+        passed_over = host.run(f"{CLIENTS[language]} --count 2 --function sendEmail --email %s --servers /tmp/stuck-first",
+                               f"{run}@example.com")
+        took = time.monotonic() - started
+        assert passed_over.rc == 0, passed_over.stderr
+        assert len(passed_over.stdout.split("queued: ")) == 3 and gearman.rows(run=run) == 2, passed_over.stdout
+        started = time.monotonic()
+        none = host.run(f"{CLIENTS[language]} --count 1 --function sendEmail --servers /tmp/stuck-only")
+        gave_up = time.monotonic() - started
+        print(f"\nFAULT stuck job server ({language} client): 2 jobs through the next server in {took:.1f} s; "
+              f"alone, it gave up after {gave_up:.1f} s: {none.stderr.strip()}")
+        assert none.rc == 1 and "was not queued" in none.stderr and f"127.0.0.1:{STUCK_PORT}" in none.stderr, (
+            none.stdout + none.stderr)
+    finally:
+        host.run("systemctl stop stuck-gearmand")
 
 
 def test_a_job_longer_than_the_default_stop_timeout_survives_a_deploy(host, gearman):

@@ -63,14 +63,16 @@ $clients = [];
 foreach ($servers as $server) {
     [$host, $port] = parse_server($server);
     $client = new GearmanClient();
+    // Fail fast to the next server rather than wait for ever: 5 s for each
+    // answer, the option exchange of addServer() included (a stuck server,
+    // or one replaying its queue, accepts the connection and says nothing).
+    $client->setTimeout(5000);
     // addServer() connects to set an option and throws when the server does
     // not answer; the server stays listed, and is tried like the others.
     try {
         $client->addServer($host, $port);
     } catch (GearmanException $e) {
     }
-    // Fail fast to the next server rather than wait for the default timeout.
-    $client->setTimeout(5000);
     $clients[$server] = $client;
 }
 

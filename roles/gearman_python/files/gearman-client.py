@@ -19,6 +19,10 @@ import uuid
 import gear
 
 SERVERS_FILE = "/etc/gearman/servers"
+# Seconds a job server has to take a job before the next one is tried: one
+# that is stuck, or still replaying its queue after a start, accepts the
+# connection and says nothing (the PHP client waits as long).
+SUBMIT_TIMEOUT = 5
 
 
 class Client(gear.Client):
@@ -98,10 +102,13 @@ def main():
                 # refused (QUEUE_ERROR). libgearman (PHP) makes one itself.
                 data = json.dumps(payload, separators=(",", ":")).encode()
                 job = gear.Job(function, data, unique=str(uuid.uuid4()))
+                # gear offers the job to each connected server in turn, and
+                # drops (to reconnect later) one that does not answer in time.
                 try:
-                    client.submitJob(job, background=True, timeout=10)
-                except gear.GearmanError as e:
-                    fail(f"{function} was not queued: the job server refused it, see its log ({e})")
+                    client.submitJob(job, background=True, timeout=SUBMIT_TIMEOUT)
+                except (gear.GearmanError, gear.NoConnectedServersError):
+                    fail(f"{function} was not queued: no job server at {listed} took it within "
+                         f"{SUBMIT_TIMEOUT} s (a server that refused it says why in its log)")
                 if not job.handle:
                     fail(f"{function} was not queued: no job server at {listed} took it")
                 handle = job.handle.decode() if isinstance(job.handle, bytes) else job.handle
