@@ -321,8 +321,10 @@ class Cluster:
         finally:
             subprocess.run(["docker", "network", "connect", "--ip", self.vars[name]["ansible_host"], self.network, name],
                            check=True, capture_output=True)
-            # Back only once it answers over its link again.
-            assert wait_until(lambda: self.booted(name), timeout=60, step=2), f"{name} unreachable after its link came back"
+            # Back only once it answers over its link again (a failure of the
+            # block itself is what the test reports, if there was one).
+            back = wait_until(lambda: self.booted(name), timeout=60, step=2)
+        assert back, f"{name} unreachable after its link came back"
 
     def booted(self, name: str) -> bool:
         """The host answers over SSH and systemd has finished starting it."""

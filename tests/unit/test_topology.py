@@ -70,8 +70,8 @@ def test_the_queue_user_logs_in_from_each_server_to_its_own_table_only(worked_ou
     grants = json.loads((worked_out / "db-db1.json").read_text())["grants"]
     # From another host, over TLS only.
     assert grants == [
-        {"host": "10.0.0.21", "priv": "gearman.gearman_queue_gm1:SELECT,INSERT,DELETE", "tls": True},
-        {"host": "10.0.0.122", "priv": "gearman.gearman_queue_gm2:SELECT,INSERT,DELETE", "tls": True},
+        {"host": "10.0.0.21", "priv": "gearman.gearman_queue_gm1:SELECT,INSERT,DELETE", "tls": True, "servers": ["gm1"]},
+        {"host": "10.0.0.122", "priv": "gearman.gearman_queue_gm2:SELECT,INSERT,DELETE", "tls": True, "servers": ["gm2"]},
     ]
     assert "%" not in json.dumps(grants)
 
@@ -102,6 +102,10 @@ def test_tls_to_the_database_follows_each_side_of_the_inventory(tmp_path):
     hosts["db1"]["gearman_mysql_tls_enabled"] = False
     (problem,) = work_out(tmp_path, hosts, groups, gearman_firewall_enabled=True)["db1"]["servers"][0]["problems"]
     assert "gearman_mysql_tls_enabled: false" in problem and "gearman_db_tls: false on gm1" in problem
+    # A lab CA is made only where the role installs MariaDB.
+    hosts["db1"].update(gearman_mysql_tls_enabled="auto", gearman_mysql_install_server=False)
+    (problem,) = work_out(tmp_path, hosts, groups, gearman_firewall_enabled=True)["db1"]["servers"][0]["problems"]
+    assert "gearman_mysql_install_server is false there" in problem
 
 
 def test_clients_and_workers_list_every_server_where_they_reach_it(worked_out):
@@ -132,8 +136,8 @@ def test_the_tutorials_one_host_keeps_the_tutorials_table_and_loopback_logins(tm
     (server,) = db["servers"]
     assert (server["mysql_host"], server["table"], server["problems"]) == ("127.0.0.1", "gearman_queue", [])
     # On its own host the database is reached without TLS.
-    assert db["grants"] == [{"host": h, "priv": "gearman.gearman_queue:SELECT,INSERT,DELETE", "tls": False}
-                            for h in ("localhost", "127.0.0.1")]
+    assert db["grants"] == [{"host": h, "priv": "gearman.gearman_queue:SELECT,INSERT,DELETE", "tls": False,
+                             "servers": ["aio"]} for h in ("localhost", "127.0.0.1")]
     assert (server["mysql_tls"], db["tls"]) == (False, False)
     assert servers_file(tmp_path, "aio") == ["127.0.0.1:4730"]
 

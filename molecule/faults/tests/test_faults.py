@@ -159,6 +159,7 @@ def test_a_stuck_job_server_is_passed_over_by_the_clients(host, gearman, languag
     it to the next one listed; with none taking it, it fails saying so."""
     # The jobs stay in the table, to be counted (the workers start after the test).
     gearman.systemctl("stop", *ALL_WORKERS)
+    host.run("systemctl stop stuck-gearmand; systemctl reset-failed stuck-gearmand")
     host.check_output("systemd-run --collect --unit stuck-gearmand python3 -c %s %s", STUCK_SERVER, str(STUCK_PORT))
     try:
         assert wait_until(lambda: host.socket(f"tcp://127.0.0.1:{STUCK_PORT}").is_listening, timeout=10)
@@ -166,20 +167,23 @@ def test_a_stuck_job_server_is_passed_over_by_the_clients(host, gearman, languag
         host.check_output("printf '127.0.0.1:%s\\n' > /tmp/stuck-only", str(STUCK_PORT))
         run = uuid.uuid4().hex[:8]
         started = time.monotonic()
-        passed_over = host.run(f"{CLIENTS[language]} --count 2 --function sendEmail --email %s --servers /tmp/stuck-first",
+        passed_over = host.run(f"timeout 60 {CLIENTS[language]} --count 2 --function sendEmail --email %s --servers /tmp/stuck-first",
                                f"{run}@example.com")
         took = time.monotonic() - started
         assert passed_over.rc == 0, passed_over.stderr
         assert len(passed_over.stdout.split("queued: ")) == 3 and gearman.rows(run=run) == 2, passed_over.stdout
         started = time.monotonic()
-        none = host.run(f"{CLIENTS[language]} --count 1 --function sendEmail --servers /tmp/stuck-only")
+        none = host.run(f"timeout 60 {CLIENTS[language]} --count 1 --function sendEmail --servers /tmp/stuck-only")
         gave_up = time.monotonic() - started
         print(f"\nFAULT stuck job server ({language} client): 2 jobs through the next server in {took:.1f} s; "
               f"alone, it gave up after {gave_up:.1f} s: {none.stderr.strip()}")
         assert none.rc == 1 and "was not queued" in none.stderr and f"127.0.0.1:{STUCK_PORT}" in none.stderr, (
             none.stdout + none.stderr)
+        # The stuck server was tried first and waited for (5 s), and not for
+        # ever (a missing timeout would leave the clients hanging here).
+        assert took >= 4.5 and gave_up >= 4.5, (took, gave_up)
     finally:
-        host.run("systemctl stop stuck-gearmand")
+        host.run("systemctl stop stuck-gearmand; rm -f /tmp/stuck-first /tmp/stuck-only")
 
 
 def test_a_job_longer_than_the_default_stop_timeout_survives_a_deploy(host, gearman):
