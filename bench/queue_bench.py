@@ -1,118 +1,372 @@
-"""What persistence costs: background jobs per second into and out of
-gearmand, with its queue in MySQL and (for comparison) in memory.
+"""What the MySQL queue costs, and what a deep backlog costs: measured on a
+job server host, against gearmands the bench starts itself.
 
-Run it on a job server host with the project's Python environment, as root;
-make bench (playbooks/bench.yml) does this on the inventory's first job
-server, with its address, port and queue table as the roles work them out:
+Run as root on a job server with the job server's packages (gearmand,
+gearman-tools), php-gearman and the system Python's pymysql, with a queue
+table of its own that gearmand's login may use (playbooks/bench.yml, run by
+`make bench`, creates it, grants it and removes both afterwards):
 
-    /opt/gearman-python/bin/python3 queue_bench.py [--jobs N] [--workers K] [--size BYTES]
-        [--host ADDRESS] [--port PORT] [--table DB.TABLE]
+    /usr/bin/python3 queue_bench.py --table DB.TABLE [--jobs N] [--clients 1,4]
+        [--repeat 3] [--depths 10000,100000,1000000] [--report FILE]
 
-It uses a function of its own (queueBench), so the sample workers do not take
-its jobs. Jobs are submitted with gear (one client) and done by K `gearman -w`
-processes (libgearman), which do no work: the figures are the job server's
-and its queue's. For the in-memory figures it starts a second gearmand on a spare
-port with --queue-type=builtin and stops it afterwards. Prints a table; it
-asserts nothing.
+Every gearmand it starts gets the deployed job server's flags (PARAMS in
+/etc/default/gearman-job-server and the database settings in
+/etc/gearmand.conf) with these changes only: it listens on 127.0.0.1 on a
+spare port, logs errors only, and uses the bench's table (MySQL queue) or
+no queue at all (--queue-type=builtin). The deployed gearmand, its table and
+its workers are not touched.
+
+Throughput: C PHP clients (libgearman) submit N background jobs between
+them; once every client has exited 0, every job is a row (counted); then
+4 `gearman -w` workers (libgearman) do them, and the figure ends when every
+worker has exited 0, the table is empty and gearadmin shows no job left.
+Repeated, with the median and the range; each MySQL figure with its ratio to
+the in-memory queue's in the same run.
+
+Depth: D rows are written straight into the table (as gearmand would have),
+a gearmand started on it, timed until it answers (the replay: it says
+nothing before), its memory read; then 20,000 jobs submitted and 20,000
+done on top of that backlog. With gearmand's own 991 hash chains and with
+the table sized as the role sizes it.
+
+It prints a Markdown report (and writes it with --report); it asserts
+nothing beyond the checks that make a figure valid.
 """
 
+from __future__ import annotations
+
 import argparse
+import datetime
+import os
+import platform
+import shlex
+import socket
+import statistics
 import subprocess
 import tempfile
 import time
-import uuid
 
-import gear
+import pymysql
 
 FUNCTION = "queueBench"
+DEFAULTS = "/etc/default/gearman-job-server"
+CONFIG = "/etc/gearmand.conf"
+OPTION_DIR = "/etc/gearman/mysql"  # the unit's MARIADB_HOME / MYSQL_HOME
+# The deployed flags the bench replaces with its own.
+REPLACED = ("--listen", "-L", "--port", "-p", "--log-file", "-l", "--pid-file", "-P", "--verbose",
+            "--queue-type", "-q", "--mysql-table", "--config-file", "--daemon", "-d")
+WORKERS = 4
+DEPTH_JOBS = 20000
+GEARMAND_DEFAULT_BUCKETS = 991
 
-
-def submit(host, port, jobs, size):
-    client = gear.Client("bench-client")
-    client.addServer(host, port)
-    client.waitForServer(10)
-    payload = b"x" * size
-    started = time.monotonic()
-    for _ in range(jobs):
-        job = gear.Job(FUNCTION, payload, unique=str(uuid.uuid4()))
-        client.submitJob(job, background=True, timeout=30)
-        if not job.handle:
-            raise SystemExit("a job was not queued")
-    elapsed = time.monotonic() - started
-    client.shutdown()
-    return elapsed
-
-
-def drain(host, port, jobs, workers):
-    """K libgearman workers (the gearman command), each taking its share."""
-    shares = [jobs // workers + (1 if n < jobs % workers else 0) for n in range(workers)]
-    started = time.monotonic()
-    procs = [
-        subprocess.Popen(
-            ["gearman", "-h", host, "-p", str(port), "-w", "-f", FUNCTION, "-c", str(share)],
-            stdout=subprocess.DEVNULL,
-        )
-        for share in shares if share
-    ]
-    for proc in procs:
-        proc.wait(600)
-    return time.monotonic() - started
-
-
-# Counts the bench's rows in the queue table, logged in as gearmand is (its
-# /etc/gearmand.conf), with the system Python's MySQL driver that the gearman
-# role installs: the database may be on another host.
-COUNT_ROWS = """
-import sys, pymysql
-conf = dict(line.strip()[2:].split("=", 1) for line in open("/etc/gearmand.conf") if line.startswith("--"))
-db = pymysql.connect(host=conf["mysql-host"], port=int(conf["mysql-port"]), user=conf["mysql-user"],
-                     password=conf["mysql-password"], database=conf["mysql-db"])
-with db.cursor() as cursor:
-    cursor.execute("SELECT COUNT(*) FROM " + sys.argv[1] + " WHERE function_name = %s", (sys.argv[2],))
-    print(cursor.fetchone()[0])
+PHP_CLIENT = r"""
+$client = new GearmanClient();
+$client->addServer('127.0.0.1', (int) $argv[1]);
+$payload = str_repeat('x', (int) $argv[3]);
+for ($i = 0; $i < (int) $argv[2]; $i++) {
+    $client->doBackground($argv[4], $payload);
+    if ($client->returnCode() != GEARMAN_SUCCESS) {
+        fwrite(STDERR, "job $i not queued: " . $client->error() . "\n");
+        exit(1);
+    }
+}
 """
 
 
-def mysql_rows(table):
-    out = subprocess.run(["/usr/bin/python3", "-c", COUNT_ROWS, table, FUNCTION], capture_output=True, text=True)
-    return out.stdout.strip() or "?"
+def deployed_flags():
+    """The deployed PARAMS, less what the bench sets itself."""
+    params = ""
+    with open(DEFAULTS) as defaults:
+        for line in defaults:
+            if line.startswith("PARAMS="):
+                params = shlex.split(line.strip()[len("PARAMS="):])[0]
+    flags = []
+    words = iter(shlex.split(params))
+    for word in words:
+        name = word.split("=", 1)[0]
+        if name not in REPLACED:
+            flags.append(word)
+        elif "=" not in word and name not in ("--daemon", "-d"):
+            next(words, None)  # its value, given as the next word
+    return flags
+
+
+def database():
+    conf = {}
+    with open(CONFIG) as config:
+        for line in config:
+            if line.startswith("--") and "=" in line:
+                key, value = line.strip()[2:].split("=", 1)
+                conf[key] = value
+    ssl = None
+    option_file = os.path.join(OPTION_DIR, "my.cnf")
+    if os.path.exists(option_file):
+        with open(option_file) as options:
+            for line in options:
+                key, _, value = line.partition("=")
+                if key.strip() == "ssl-ca":
+                    ssl = {"ca": value.strip()}
+    return conf, ssl
+
+
+class Queue:
+    """One gearmand started by the bench, and the table it uses (if any)."""
+
+    def __init__(self, kind, port, flags, table, buckets=None):
+        self.kind, self.port, self.table = kind, port, table
+        command = ["gearmand", "--listen=127.0.0.1", f"--port={port}", "--verbose=ERROR"] + [
+            f for f in flags if not (buckets and f.startswith("--hashtable-buckets"))]
+        if buckets:
+            command.append(f"--hashtable-buckets={buckets}")
+        if kind == "mysql":
+            command += [f"--config-file={CONFIG}", "--queue-type=mysql",
+                        f"--mysql-table={table.split('.', 1)[1]}"]
+        else:
+            command += ["--config-file=/dev/null", "--queue-type=builtin"]
+        self.tmp = tempfile.TemporaryDirectory()
+        command += [f"--log-file={self.tmp.name}/log", f"--pid-file={self.tmp.name}/pid"]
+        env = dict(os.environ, MARIADB_HOME=OPTION_DIR, MYSQL_HOME=OPTION_DIR)
+        started = time.monotonic()
+        self.process = subprocess.Popen(command, env=env)
+        while not self.answers():
+            if self.process.poll() is not None:
+                raise SystemExit(f"gearmand ({kind}) exited {self.process.returncode}: "
+                                 + open(f"{self.tmp.name}/log").read()[-2000:])
+            time.sleep(0.05)
+        self.start_seconds = time.monotonic() - started
+
+    def answers(self):
+        return subprocess.run(["gearadmin", "-h", "127.0.0.1", "-p", str(self.port), "--getpid"],
+                              capture_output=True, timeout=600).returncode == 0
+
+    def memory_mib(self, field="VmRSS"):
+        """Resident memory now (VmRSS), or at its peak so far (VmHWM)."""
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def waiting(self):
+        """Jobs gearmand holds for the bench's function."""
+        out = subprocess.run(["gearadmin", "-h", "127.0.0.1", "-p", str(self.port), "--status"],
+                             capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            fields = line.split("\t")
+            if fields[0] == FUNCTION:
+                return int(fields[1])
+        return 0
+
+    def stop(self):
+        self.process.terminate()
+        self.process.wait(60)
+        self.tmp.cleanup()
+
+
+def submit(queue, jobs, clients, size):
+    shares = [jobs // clients + (1 if n < jobs % clients else 0) for n in range(clients)]
+    started = time.monotonic()
+    procs = [subprocess.Popen(["php", "-r", PHP_CLIENT, "--", str(queue.port), str(share), str(size), FUNCTION])
+             for share in shares]
+    codes = [proc.wait(3600) for proc in procs]
+    elapsed = time.monotonic() - started
+    if any(codes):
+        raise SystemExit(f"a bench client failed: exit codes {codes}")
+    return elapsed
+
+
+def drain(queue, jobs, rows):
+    """WORKERS libgearman workers take JOBS jobs between them; done when each
+    exited 0, gearmand holds no job of the bench's and its table holds ROWS."""
+    shares = [jobs // WORKERS + (1 if n < jobs % WORKERS else 0) for n in range(WORKERS)]
+    started = time.monotonic()
+    procs = [subprocess.Popen(["gearman", "-h", "127.0.0.1", "-p", str(queue.port), "-w", "-f", FUNCTION,
+                               "-c", str(share)], stdout=subprocess.DEVNULL) for share in shares if share]
+    codes = [proc.wait(3600) for proc in procs]
+    if any(codes):
+        raise SystemExit(f"a bench worker failed: exit codes {codes}")
+    deadline = time.monotonic() + 60
+    while queue.waiting() != rows or (queue.kind == "mysql" and db_rows(queue.table) != rows):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"after the workers: gearmand holds {queue.waiting()} jobs, "
+                             f"the table {db_rows(queue.table)} rows, {rows} expected")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def connect():
+    conf, ssl = database()
+    return pymysql.connect(host=conf["mysql-host"], port=int(conf.get("mysql-port", 3306)),
+                           user=conf["mysql-user"], password=conf["mysql-password"],
+                           database=conf["mysql-db"], ssl=ssl, autocommit=True)
+
+
+def db_rows(table):
+    with connect() as db, db.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM {table}")
+        return cursor.fetchone()[0]
+
+
+def server_version():
+    with connect() as db, db.cursor() as cursor:
+        cursor.execute("SELECT VERSION()")
+        return cursor.fetchone()[0]
+
+
+def clear(table):
+    with connect() as db, db.cursor() as cursor:
+        while cursor.execute(f"DELETE FROM {table} LIMIT 50000"):
+            pass
+
+
+def fill(table, rows, size):
+    """ROWS queued jobs written as gearmand writes them (normal priority)."""
+    payload = b"x" * size
+    with connect() as db, db.cursor() as cursor:
+        for first in range(0, rows, 5000):
+            cursor.executemany(
+                f"INSERT INTO {table} (unique_key, function_name, priority, data, when_to_run)"
+                " VALUES (%s, %s, %s, %s, %s)",  # placeholders only: pymysql then sends one statement
+                [(f"bench-{n}", FUNCTION, 1, payload, 0) for n in range(first, min(rows, first + 5000))])
+
+
+def version(command):
+    try:
+        return subprocess.run(command, capture_output=True, text=True).stdout.strip().splitlines()[0]
+    except (OSError, IndexError):
+        return "?"
+
+
+def figure(values):
+    return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
+
+
+def throughput(args, flags, report):
+    """Jobs per second, submit and drain, for each client count and queue."""
+    results = {}
+    for clients in args.clients:
+        for kind, port in (("builtin", args.port + 1), ("mysql", args.port)):
+            submits, drains = [], []
+            for _ in range(args.repeat):
+                if kind == "mysql":
+                    clear(args.table)
+                queue = Queue(kind, port, flags, args.table)
+                try:
+                    submits.append(args.jobs / submit(queue, args.jobs, clients, args.size))
+                    if kind == "mysql" and db_rows(args.table) != args.jobs:
+                        raise SystemExit(f"{db_rows(args.table)} rows after {args.jobs} submissions")
+                    drains.append(args.jobs / drain(queue, args.jobs, 0))
+                finally:
+                    queue.stop()
+            results[clients, kind] = (submits, drains)
+            print(f"throughput: {clients} clients, {kind}: submit {figure(submits)}, drain {figure(drains)}",
+                  flush=True)
+    report.append(f"### Throughput: {args.jobs:,} background jobs of {args.size} bytes, "
+                  f"{WORKERS} workers, {args.repeat} runs each")
+    report.append("")
+    report.append("Jobs per second, median (range). A MySQL figure's ratio is to the in-memory "
+                  "queue's median in the same run.")
+    report.append("")
+    report.append("| clients | queue | submit | ratio | drain (done, row deleted) | ratio |")
+    report.append("| --- | --- | --- | --- | --- | --- |")
+    for clients in args.clients:
+        memory = results[clients, "builtin"]
+        for kind in ("builtin", "mysql"):
+            submits, drains = results[clients, kind]
+            ratio_submit = statistics.median(submits) / statistics.median(memory[0])
+            ratio_drain = statistics.median(drains) / statistics.median(memory[1])
+            name = "MySQL" if kind == "mysql" else "in memory"
+            report.append(f"| {clients} | {name} | {figure(submits)} | {ratio_submit:.2f} | "
+                          f"{figure(drains)} | {ratio_drain:.2f} |")
+    report.append("")
+
+
+def depths(args, flags, report):
+    """Replay time, memory, and rates on top of each backlog."""
+    deployed = [int(f.split("=", 1)[1]) for f in flags if f.startswith("--hashtable-buckets=")]
+    sized = deployed[0] if deployed else GEARMAND_DEFAULT_BUCKETS
+    rows = []
+    for depth in args.depths:
+        for buckets in (GEARMAND_DEFAULT_BUCKETS, sized):
+            clear(args.table)
+            fill(args.table, depth, args.size)
+            queue = Queue("mysql", args.port, flags, args.table, buckets=buckets)
+            try:
+                held = queue.waiting()
+                if held != depth:
+                    raise SystemExit(f"gearmand replayed {held} of {depth} jobs")
+                memory = queue.memory_mib(), queue.memory_mib("VmHWM")
+                submit_rate = DEPTH_JOBS / submit(queue, DEPTH_JOBS, max(args.clients), args.size)
+                drain_rate = DEPTH_JOBS / drain(queue, DEPTH_JOBS, depth)
+            finally:
+                queue.stop()
+            rows.append((depth, buckets, queue.start_seconds, memory, submit_rate, drain_rate))
+            print(f"depth {depth}, {buckets} buckets: replay {queue.start_seconds:.1f} s, {memory[0]:.0f} MiB "
+                  f"(peak {memory[1]:.0f}), "
+                  f"submit {submit_rate:.0f}/s, drain {drain_rate:.0f}/s", flush=True)
+            if buckets == sized:
+                break
+    clear(args.table)
+    report.append(f"### Deep queues: a gearmand started on a table of queued jobs ({args.size} bytes each)")
+    report.append("")
+    report.append(f"Replay: from start until gearmand answers, all jobs back (gearadmin shows them). "
+                  f"Memory: gearmand's resident set then, and its peak during the replay (its MySQL queue "
+                  f"reads the whole table into memory before it makes the jobs). Then {DEPTH_JOBS:,} jobs submitted by "
+                  f"{max(args.clients)} clients and {DEPTH_JOBS:,} done by {WORKERS} workers, on top of the backlog.")
+    report.append("")
+    report.append("| queued jobs | hash chains | replay | memory | peak memory | submit jobs/s | drain jobs/s |")
+    report.append("| --- | --- | --- | --- | --- | --- | --- |")
+    for depth, buckets, seconds, memory, submit_rate, drain_rate in rows:
+        name = f"{buckets:,}" + (" (gearmand's default)" if buckets == GEARMAND_DEFAULT_BUCKETS else " (the role's)")
+        report.append(f"| {depth:,} | {name} | {seconds:.1f} s | {memory[0]:,.0f} MiB | {memory[1]:,.0f} MiB | "
+                      f"{submit_rate:,.0f} | {drain_rate:,.0f} |")
+    report.append("")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=2000)
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--table", required=True, help="the bench's own queue table, DB.TABLE")
+    parser.add_argument("--jobs", type=int, default=20000, help="jobs per throughput figure")
+    parser.add_argument("--clients", default="1,4", help="submitting clients at once, a list")
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--size", type=int, default=100, help="payload bytes")
-    parser.add_argument("--host", default="127.0.0.1", help="the MySQL-backed gearmand's address")
-    parser.add_argument("--port", type=int, default=4730, help="the MySQL-backed gearmand")
-    parser.add_argument("--table", default="gearman.gearman_queue", help="its queue table, DB.TABLE")
-    parser.add_argument("--builtin-port", type=int, default=4745)
+    parser.add_argument("--depths", default="10000,100000,1000000", help="backlogs to replay, a list ('' : none)")
+    parser.add_argument("--port", type=int, default=4750, help="the bench's gearmands: this one and the next")
+    parser.add_argument("--command", default="", help="how the bench was run, for the report")
+    parser.add_argument("--report", help="write the Markdown report here too")
     args = parser.parse_args()
+    args.clients = [int(c) for c in args.clients.split(",") if c]
+    args.depths = [int(d) for d in args.depths.split(",") if d]
+    for port in (args.port, args.port + 1):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                raise SystemExit(f"port {port} is taken: choose others with --port")
 
-    rows = []
-    elapsed = submit(args.host, args.port, args.jobs, args.size)
-    queued_rows = mysql_rows(args.table)
-    rows.append(("mysql", args.jobs / elapsed, args.jobs / drain(args.host, args.port, args.jobs, args.workers),
-                 queued_rows))
-
-    with tempfile.TemporaryDirectory() as tmp:
-        server = subprocess.Popen(
-            ["gearmand", "--listen=127.0.0.1", f"--port={args.builtin_port}", "--queue-type=builtin",
-             f"--log-file={tmp}/log", f"--pid-file={tmp}/pid"],
-        )
-        try:
-            time.sleep(1)
-            elapsed = submit("127.0.0.1", args.builtin_port, args.jobs, args.size)
-            rows.append(("builtin", args.jobs / elapsed,
-                         args.jobs / drain("127.0.0.1", args.builtin_port, args.jobs, args.workers), "-"))
-        finally:
-            server.terminate()
-            server.wait(10)
-
-    print(f"{args.jobs} background jobs of {args.size} bytes, one submitting client, {args.workers} workers")
-    print(f"{'queue':<8} {'submit jobs/s':>14} {'drain jobs/s':>13} {'rows after submit':>18}")
-    for queue, submit_rate, drain_rate, table_rows in rows:
-        print(f"{queue:<8} {submit_rate:>14.0f} {drain_rate:>13.0f} {table_rows:>18}")
+    flags = deployed_flags()
+    conf, ssl = database()
+    report = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench`; do not edit by hand.",
+        "",
+        f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- Host: {platform.node()}, {os.cpu_count()} CPUs, "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB, "
+        f"{version(['sh', '-c', '. /etc/os-release && echo $PRETTY_NAME'])}",
+        f"- {version(['gearmand', '--version'])}; database {server_version()} on {conf['mysql-host']}"
+        f"{' over TLS' if ssl else ''}",
+        f"- gearmand flags (deployed, the bench's own address, port and table aside): `{' '.join(flags)}`",
+        f"- Command: `{args.command or 'queue_bench.py'}`",
+        "",
+    ]
+    throughput(args, flags, report)
+    if args.depths:
+        depths(args, flags, report)
+    text = "\n".join(report)
+    print(text)
+    if args.report:
+        with open(args.report, "w") as out:
+            out.write(text)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import threading
@@ -31,6 +32,25 @@ ALL_WORKERS = PHP_WORKERS + PYTHON_WORKERS
 VENV = "/opt/gearman-python"
 CLIENTS = {"php": "gearman-client.php", "python": "gearman-client.py"}
 PROJECT = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[1]))
+# A PHP client (libgearman) that submits background jobs "RUN-SEQ " for
+# SEQ from FIRST to FIRST + COUNT - 1, stops at the first one refused, and
+# prints how many gearmand took. Arguments: port function run first count.
+BULK_CLIENT = r"""
+[, $port, $function, $run, $first, $count] = $argv;
+$client = new GearmanClient();
+$client->setTimeout(5000);
+$client->addServer('127.0.0.1', (int) $port);
+$taken = 0;
+for ($seq = (int) $first; $taken < (int) $count; $seq++) {
+    $client->doBackground($function, "$run-$seq ");
+    if ($client->returnCode() != GEARMAN_SUCCESS) {
+        fwrite(STDERR, "job $run-$seq refused: " . $client->error() . "\n");
+        break;
+    }
+    $taken++;
+}
+echo "$taken\n";
+"""
 # Characters that an output format may escape (JSON, YAML, shell quoting):
 # a leak check looks for the pieces of a secret between them.
 ESCAPED = re.compile(r"[\"'\\]")
@@ -172,6 +192,32 @@ class Gearman:
         assert result.rc == 0, result.stderr
         assert len(re.findall(r"queued: (\S+)", result.stdout)) == 2 * count, result.stdout
         return result
+
+    # --- many jobs at once (a function the sample workers do not take) ---
+    def submit_many(self, function: str, run: str, count: int, clients: int = 4, timeout: int = 900) -> int:
+        """CLIENTS PHP (libgearman) processes submit COUNT background jobs
+        between them, payload "RUN-SEQ "; each stops at its first refusal.
+        Returns how many gearmand took (answered with a handle)."""
+        shares = [count // clients + (1 if n < count % clients else 0) for n in range(clients)]
+        # Client n numbers its jobs from the sum of the shares before it: 0 to COUNT - 1 in all.
+        command = " & ".join(f"php -r {shlex.quote(BULK_CLIENT)} {PORT} {function} {run} {sum(shares[:n])} {share}"
+                             for n, share in enumerate(shares))
+        result = self.host.run(f"timeout {timeout} sh -c %s", f"{command} & wait")
+        return sum(int(line) for line in result.stdout.split())
+
+    def drain_many(self, function: str, count: int, workers: int = 4, timeout: int = 900) -> list[str]:
+        """WORKERS libgearman workers (gearman -w) do COUNT jobs of FUNCTION
+        between them, each exiting 0; returns the payloads they were handed."""
+        shares = [count // workers + (1 if n < count % workers else 0) for n in range(workers)]
+        # With no command, gearman -w writes each job's payload to stdout
+        # (the client ends each with a space) and answers it done.
+        script = ("d=$(mktemp -d); pids=; "
+                  + " ".join(f"gearman -h 127.0.0.1 -p {PORT} -w -f {function} -c {share} > $d/{n} & pids=\"$pids $!\";"
+                             for n, share in enumerate(shares) if share)
+                  + " for p in $pids; do wait $p || exit 1; done; cat $d/*; rm -r $d")
+        out = self.host.run(f"timeout {timeout} sh -c %s", script)
+        assert out.rc == 0, f"a worker failed: {out.stderr[-2000:]}"
+        return out.stdout.split()
 
     # --- plays against this host ----------------------------------------
     def play(self, playbook: str, *extra: str) -> subprocess.CompletedProcess:

@@ -94,6 +94,8 @@ BAD_SETTINGS = [
     ({"gearman_extra_params": ["--round-robin", "-q redis"]}, "gearman_extra_params: takes items of the form --option or --option=value with no spaces; these are not: -q redis."),
     ({"gearman_extra_params": ["--ssl", "--ssl-key=/k.pem"]}, "gearman_extra_params: must not hold --ssl options: the Debian and Ubuntu gearmand packages are built without TLS"),
     ({"gearman_extra_params": ["--keepalive-idle=60"]}, "gearman_extra_params: must not hold --keepalive options: the role sets them from gearman_keepalive_idle"),
+    ({"gearman_memory_max": "lots"}, "gearman_memory_max: takes bytes with K, M, G or T (512M, 2G), a percentage of the host's memory (1% to 100%) or infinity, not 'lots'."),
+    ({"gearman_memory_max": "0%"}, "gearman_memory_max: takes bytes with K, M, G or T (512M, 2G), a percentage of the host's memory (1% to 100%) or infinity, not '0%'."),
     ({"gearman_keepalive_idle": -1}, "gearman_keepalive_idle: takes seconds from 0 (the kernel's setting) to 32767, not '-1'."),
     ({"gearman_keepalive_count": 0}, "gearman_keepalive_count: takes a count of probes from 1 to 127, not '0'."),
     ({"gearman_db_tls": "maybe"}, "gearman_db_tls: takes auto (TLS when the database is on another host), true or false, not 'maybe'."),

@@ -107,6 +107,8 @@ def test_systemd_dropin_runs_gearmand_in_the_foreground(rendered):
     assert dropin.index("ExecStart=\n") < dropin.index("ExecStart=/usr/sbin/gearmand")
     assert "$PARAMS" in dropin and "--daemon" not in dropin
     assert "Restart=on-failure" in dropin
+    # The memory guard: a backlog beyond it stops gearmand alone.
+    assert re.search(r"^MemoryMax=50%$", dropin, re.MULTILINE)
 
 
 def test_systemd_dropin_wants_the_database_only_when_it_is_local(rendered):

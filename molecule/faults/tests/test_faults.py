@@ -296,3 +296,79 @@ def test_an_in_memory_queue_is_not_restarted_while_jobs_wait_in_it(host, gearman
         if not restored:
             result = gearman.play("playbooks/job_server.yml", "-e", "gearman_memory_queue_restart=drop")
             print(f"\nback to the MySQL queue: exit {result.returncode}\n{result.stdout[-2000:]}")
+
+
+# The weekend outage: workers away, a deep backlog, a restart in between.
+DEEP = 200_000
+# The README's "Deep queues" bound for a restart with this backlog, the
+# role's hash table sized for a million (measured about 0.6 s; 2.8 s for a
+# million).
+DEEP_REPLAY_LIMIT = 10
+
+
+def test_a_deep_backlog_comes_back_after_a_restart_and_drains_with_nothing_lost(host, gearman):
+    """200,000 jobs queued while no worker takes them; gearmand restarts and
+    replays every one in the documented time; workers then do them all and
+    the table empties. A function of its own, so the samples stay out of it;
+    libgearman's workers, since the samples do simulated work."""
+    function, run = "deepQueue", uuid.uuid4().hex[:8]
+    assert gearman.rows(function) == 0
+    started = time.monotonic()
+    taken = gearman.submit_many(function, run, DEEP)
+    submit_seconds = time.monotonic() - started
+    assert taken == DEEP and gearman.rows(function) == DEEP
+    # systemctl restart returns once gearmand answers, that is once its
+    # replay is over (the unit's ExecStartPost).
+    started = time.monotonic()
+    gearman.systemctl("restart", "gearman-job-server")
+    replay = time.monotonic() - started
+    memory = int(gearman.unit("gearman-job-server", "MemoryCurrent")["MemoryCurrent"]) / 2**20
+    assert gearman.queued(function) == {function: DEEP}
+    started = time.monotonic()
+    done = collections.Counter(gearman.drain_many(function, DEEP))
+    drain_seconds = time.monotonic() - started
+    expected = {f"{run}-{seq}" for seq in range(DEEP)}
+    lost = expected - set(done)
+    print(f"\nFAULT deep queue: submitted {DEEP} ({DEEP / submit_seconds:.0f}/s), restart with all back in "
+          f"{replay:.1f} s holding {memory:.0f} MiB, done {len(set(done) & expected)} ({DEEP / drain_seconds:.0f}/s), "
+          f"lost {len(lost)}, duplicated {sum(done.values()) - len(done)}")
+    assert not lost and set(done) <= expected
+    assert wait_until(lambda: gearman.rows(function) == 0, timeout=30)
+    assert gearman.queued(function).get(function, 0) == 0
+    assert replay <= DEEP_REPLAY_LIMIT
+
+
+def test_a_backlog_beyond_the_memory_guard_stops_gearmand_alone_and_loses_nothing(host, gearman):
+    """gearman_memory_max, lowered for the test to 64 MiB: jobs are submitted
+    until gearmand outgrows it. The kernel stops gearmand, not MariaDB nor
+    the workers; every job it had answered is a row. Its replay needs more
+    memory than the running backlog did (the MySQL queue reads the whole
+    table before it makes the jobs), so it stays down while the guard is
+    where it was; raised, systemd's next start replays every row and the
+    workers do them all."""
+    function, run = "guardQueue", uuid.uuid4().hex[:8]
+    control = "/run/systemd/system.control/gearman-job-server.service.d"
+    mariadb = gearman.main_pid("mariadb")
+    try:
+        host.check_output("systemctl set-property --runtime gearman-job-server MemoryMax=64M")
+        # One client: at most one job is in flight when gearmand goes.
+        taken = gearman.submit_many(function, run, 1_000_000, clients=1, timeout=300)
+        assert wait_until(lambda: int(gearman.unit("gearman-job-server", "NRestarts")["NRestarts"]) >= 2, timeout=60)
+        down = gearman.unit("gearman-job-server", "Result", "NRestarts")
+        assert not gearman.accepting(), "gearmand replayed beyond the guard"
+        rows = gearman.rows(function)
+        assert gearman.main_pid("mariadb") == mariadb, "MariaDB was hit"
+    finally:
+        host.run(f"rm -rf {control}; systemctl daemon-reload")
+    assert wait_until(gearman.accepting, timeout=60), "gearmand did not come back once the guard was raised"
+    held = gearman.queued(function).get(function, 0)
+    print(f"\nFAULT memory guard: gearmand stopped after taking {taken} jobs, then at each replay "
+          f"(result {down['Result']}, {down['NRestarts']} restarts); "
+          f"rows {rows}; guard raised, replayed {held}")
+    assert taken > 1000
+    # The job in flight when it was stopped may have its row: one more, never fewer.
+    assert taken <= rows <= taken + 1 and held == rows
+    done = collections.Counter(gearman.drain_many(function, rows))
+    expected = {f"{run}-{seq}" for seq in range(taken)}
+    assert expected <= set(done) and sum(done.values()) == len(done) == rows
+    assert wait_until(lambda: gearman.rows(function) == 0, timeout=30)
