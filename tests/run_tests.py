@@ -157,16 +157,20 @@ def run_unit() -> Tally:
     return tally
 
 
-def scenario_tests(scenario: str) -> int:
-    """How many testinfra tests the scenario has (what verify must run)."""
+def scenario_tests(scenario: str, platform: str) -> int:
+    """How many testinfra tests the scenario has on this platform (what
+    verify must run there: tests marked for other platforms aside, see
+    molecule/conftest.py)."""
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
          str(ROOT / "molecule" / scenario / "tests")],
         cwd=ROOT / "molecule" / scenario,
         capture_output=True,
         text=True,
+        env={**os.environ, "GEARMAN_TEST_PLATFORM": platform},
     )
-    found = re.search(r"^(\d+) tests? collected", result.stdout, re.MULTILINE)
+    # "11 tests collected", or "9/11 tests collected (2 deselected)".
+    found = re.search(r"^(\d+)(?:/\d+)? tests? collected", result.stdout, re.MULTILINE)
     return int(found.group(1)) if found else 0
 
 
@@ -234,6 +238,8 @@ def run_molecule(run: Run, expected: int) -> tuple[Tally, float, str]:
             **os.environ,
             "MOLECULE_EPHEMERAL_DIRECTORY": ephemeral,
             "MOLECULE_JUNIT_XML": str(xml_path),
+            # Tests marked for some platforms only run there (molecule/conftest.py).
+            "GEARMAN_TEST_PLATFORM": run.platform,
             "PY_COLORS": "0",
             "ANSIBLE_FORCE_COLOR": "0",
             "ANSIBLE_NOCOLOR": "1",
@@ -293,10 +299,10 @@ def run_all_molecule(runs: list[Run], tally: Tally, started: float,
 
     images = {distro: builds.submit(build, distro) for distro in distros}
     builds.shutdown(wait=False)
-    expected = {scenario: scenario_tests(scenario) for scenario in {r.scenario for r in runs}}
-    for scenario, count in sorted(expected.items()):
+    expected = {(r.scenario, r.platform): scenario_tests(r.scenario, r.platform) for r in runs}
+    for (scenario, platform), count in sorted(expected.items()):
         if count == 0:
-            tally.fail(f"molecule {scenario}: no testinfra test collected from molecule/{scenario}/tests")
+            tally.fail(f"molecule {scenario}/{platform}: no testinfra test collected from molecule/{scenario}/tests")
     jobs = max(1, int(os.environ.get("MOLECULE_JOBS", "4")))
     # The longest scenarios first, so that the short ones fill in at the end.
     todo = sorted(runs, key=lambda r: ["cluster", "faults", "hardening"].index(r.scenario)
@@ -324,7 +330,7 @@ def run_all_molecule(runs: list[Run], tally: Tally, started: float,
             if cancelled.is_set():
                 return Tally().fail(f"{name}: not run (cancelled)")
             try:
-                result, elapsed, report = run_molecule(run, expected[run.scenario])
+                result, elapsed, report = run_molecule(run, expected[run.scenario, run.platform])
             except Exception as error:  # noqa: BLE001 - this run failed; the others still count
                 return Tally().fail(f"{name}: the test runner broke: {error!r}")
         spent.setdefault(run.scenario, []).append(elapsed)

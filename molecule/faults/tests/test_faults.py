@@ -301,11 +301,19 @@ def test_an_in_memory_queue_is_not_restarted_while_jobs_wait_in_it(host, gearman
 # The weekend outage: workers away, a deep backlog, a restart in between.
 DEEP = 200_000
 # The README's "Deep queues" bound for a restart with this backlog, the
-# role's hash table sized for a million (measured about 0.6 s; 2.8 s for a
-# million).
+# role's hash table sized for a million (measured 0.6 s alone, 2 s on the
+# loaded test machine; 3 s for a million).
 DEEP_REPLAY_LIMIT = 10
 
 
+# The deep-queue tests take five minutes on the loaded test machine. They
+# passed on both gearmand releases when they were written (200,000 jobs back
+# in 0.6-2.0 s on 1.1.20, 1.6 s on 1.1.21; the guard held on both), and
+# make test keeps them to one platform.
+DEEP_PLATFORMS = pytest.mark.platforms("gearman-debian-12")
+
+
+@DEEP_PLATFORMS
 def test_a_deep_backlog_comes_back_after_a_restart_and_drains_with_nothing_lost(host, gearman):
     """200,000 jobs queued while no worker takes them; gearmand restarts and
     replays every one in the documented time; workers then do them all and
@@ -338,32 +346,40 @@ def test_a_deep_backlog_comes_back_after_a_restart_and_drains_with_nothing_lost(
     assert replay <= DEEP_REPLAY_LIMIT
 
 
+@DEEP_PLATFORMS
 def test_a_backlog_beyond_the_memory_guard_stops_gearmand_alone_and_loses_nothing(host, gearman):
     """gearman_memory_max, lowered for the test to 64 MiB: jobs are submitted
-    until gearmand outgrows it. The kernel stops gearmand, not MariaDB nor
-    the workers; every job it had answered is a row. Its replay needs more
+    until gearmand outgrows it. The kernel stops gearmand (the limit is its
+    unit's own), not MariaDB beside it; every job it had answered is a row. Its replay needs more
     memory than the running backlog did (the MySQL queue reads the whole
-    table before it makes the jobs), so it stays down while the guard is
-    where it was; raised, systemd's next start replays every row and the
+    table before it makes the jobs), so it is stopped again in its replay
+    while the guard is where it was; raised, a start replays every row and
     workers do them all."""
     function, run = "guardQueue", uuid.uuid4().hex[:8]
     control = "/run/systemd/system.control/gearman-job-server.service.d"
+    # A fresh gearmand: one that held a deep queue before keeps its memory.
+    gearman.restart_gearmand()
     mariadb = gearman.main_pid("mariadb")
+    restarts = int(gearman.unit("gearman-job-server", "NRestarts")["NRestarts"])
     try:
         host.check_output("systemctl set-property --runtime gearman-job-server MemoryMax=64M")
         # One client: at most one job is in flight when gearmand goes.
         taken = gearman.submit_many(function, run, 1_000_000, clients=1, timeout=300)
-        assert wait_until(lambda: int(gearman.unit("gearman-job-server", "NRestarts")["NRestarts"]) >= 2, timeout=60)
+        # Stopped, started, and stopped again in its replay.
+        assert wait_until(lambda: int(gearman.unit("gearman-job-server", "NRestarts")["NRestarts"]) >= restarts + 2,
+                          timeout=60), "gearmand was not stopped twice: did the guard hold?"
         down = gearman.unit("gearman-job-server", "Result", "NRestarts")
-        assert not gearman.accepting(), "gearmand replayed beyond the guard"
         rows = gearman.rows(function)
-        assert gearman.main_pid("mariadb") == mariadb, "MariaDB was hit"
+        assert gearman.main_pid("mariadb") == mariadb, "the guard hit MariaDB"
     finally:
         host.run(f"rm -rf {control}; systemctl daemon-reload")
+    # As a deploy with a raised gearman_memory_max would: start it (a unit
+    # that failed too often in a row waits for that).
+    host.run("systemctl reset-failed gearman-job-server; systemctl start gearman-job-server")
     assert wait_until(gearman.accepting, timeout=60), "gearmand did not come back once the guard was raised"
     held = gearman.queued(function).get(function, 0)
-    print(f"\nFAULT memory guard: gearmand stopped after taking {taken} jobs, then at each replay "
-          f"(result {down['Result']}, {down['NRestarts']} restarts); "
+    print(f"\nFAULT memory guard: gearmand stopped after taking {taken} jobs, then in its replay "
+          f"(result {down['Result']}, {int(down['NRestarts']) - restarts} restarts); "
           f"rows {rows}; guard raised, replayed {held}")
     assert taken > 1000
     # The job in flight when it was stopped may have its row: one more, never fewer.
