@@ -3,7 +3,9 @@
 #                     LAB_TOPOLOGY=cluster: db1, gm1, gm2, wk1, web1 over SSH instead
 #   make lab-destroy  remove whichever lab is up
 #   make test         linters, unit tests and molecule on every platform
-#   make bench        queue throughput in the all-in-one lab, MySQL against memory (BENCH_ARGS="--jobs 5000")
+#   make bench        queue throughput and deep backlogs in the all-in-one lab; writes docs/benchmarks.md
+#   make lint         yamllint and ansible-lint (pre-commit runs these and the unit tests)
+#   make release      the changelog for galaxy.yml's version, then the collection's tarball in .cache/release
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -17,7 +19,7 @@ LAB_INVENTORY := $(if $(filter cluster,$(LAB_TOPOLOGY)),inventories/cluster,inve
 export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 
-.PHONY: help venv engine image lab lab-destroy test lint unit images clean bench
+.PHONY: help venv engine image lab lab-destroy test lint unit images clean bench collection release
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -66,6 +68,19 @@ lint: venv
 
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit
+
+# The collection built from this clone, installed into .cache/collection.
+collection: venv
+	$(BIN)/python tests/build_collection.py
+
+# Fragments in changelogs/fragments become the release's section of
+# CHANGELOG.md (antsibull-changelog; again for the same version, it changes
+# nothing); then the tarball to publish.
+release: venv
+	$(BIN)/antsibull-changelog lint
+	$(BIN)/antsibull-changelog release
+	$(BIN)/ansible-galaxy collection build --force --output-path .cache/release
+	@ls .cache/release/*.tar.gz
 
 test: venv engine
 	$(BIN)/python tests/run_tests.py

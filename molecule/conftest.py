@@ -79,18 +79,33 @@ def leaks(text: str, secret: str) -> list[str]:
     return [piece for piece in secret_pieces(secret) if piece in text]
 
 
+# Where the default scenario's dependency step installs the collection it
+# builds from this clone (tests/build_collection.py): in the run's own
+# ephemeral folder, so that runs side by side never share one.
+COLLECTION_PATH = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", PROJECT / ".cache")) / "collection"
+
+
 def playbook_command(inventory, playbook: str, *extra: str) -> list[str]:
-    return ["ansible-playbook", "-i", str(inventory), str(PROJECT / playbook), *extra]
+    """One of the project's playbooks (a path from the project's root), or
+    one of the installed collection's by name (jobqueue.gearman.site)."""
+    target = playbook if re.fullmatch(r"\w+\.\w+\.\w+", playbook) else str(PROJECT / playbook)
+    return ["ansible-playbook", "-i", str(inventory), target, *extra]
 
 
 PLAYBOOK_ENV = {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+
+
+def collections_path() -> str:
+    """The built collection first, then wherever Ansible looked already."""
+    return ":".join([str(COLLECTION_PATH)] + [p for p in os.environ.get("ANSIBLE_COLLECTIONS_PATH", "").split(":") if p])
 
 
 def run_playbook(inventory, playbook: str, *extra: str, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
     """ansible-playbook with one of the project's playbooks, output captured, no colours."""
     return subprocess.run(
         playbook_command(inventory, playbook, *extra),
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, **PLAYBOOK_ENV, **env},
+        capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **PLAYBOOK_ENV, "ANSIBLE_COLLECTIONS_PATH": collections_path(), **env},
     )
 
 
@@ -231,7 +246,8 @@ class Gearman:
         the block ends, or after timeout seconds, if it still runs."""
         play = subprocess.Popen(
             playbook_command(self.inventory(), playbook, "--limit", self.host.backend.get_hostname(), *extra),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **PLAYBOOK_ENV},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, **PLAYBOOK_ENV, "ANSIBLE_COLLECTIONS_PATH": collections_path()},
         )
         def stop() -> None:
             play.send_signal(signal.SIGINT)
@@ -282,6 +298,33 @@ def gearman(host) -> Gearman:
 def password(host) -> str:
     """The queue password the scenario's inventory gives this host."""
     return host.ansible.get_variables()["gearman_mysql_password"]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "platforms(*names): run on these molecule platforms only")
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test marked platforms(...) runs on those platforms only, when the
+    run names its platform (GEARMAN_TEST_PLATFORM, which make test sets both
+    for the run and for its count of the tests it expects); run by hand,
+    every test runs. For the longest tests, whose subject does not differ
+    between platforms: the README's Tests section names them."""
+    platform = os.environ.get("GEARMAN_TEST_PLATFORM")
+    if not platform:
+        return
+    known = {p["name"] for p in yaml.safe_load((PROJECT / ".config" / "molecule" / "config.yml").read_text())["platforms"]}
+    for item in items:
+        marker = item.get_closest_marker("platforms")
+        if marker and not set(marker.args) <= known:
+            raise pytest.UsageError(f"{item.nodeid}: platforms{marker.args} names no platform of .config/molecule/config.yml")
+    kept, dropped = [], []
+    for item in items:
+        marker = item.get_closest_marker("platforms")
+        (dropped if marker and platform not in marker.args else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture

@@ -18,13 +18,15 @@ QUEUE_PRIVILEGES = {"SELECT", "INSERT", "DELETE"}
 
 def test_site_yml_again_changes_nothing_and_prints_no_secret(host, gearman, password):
     """The idempotence check, done here rather than by molecule's own step so
-    that its output can be read, and first, before any test touches the host:
-    site.yml run again on the converged host changes nothing, and its output
+    that its output can be read, and first, before any test touches the host.
+    The host was converged by a user's own playbook calling the installed
+    collection's roles by name (converge.yml); the collection's own
+    playbook, jobqueue.gearman.site, run again on it changes nothing, and its output
     with -v (results as JSON, where quotes come escaped) never shows the
     queue password. (--check on converged hosts: the hardening and cluster
     scenarios.)"""
     name = host.backend.get_hostname()
-    result = gearman.play("site.yml", "-v")
+    result = gearman.play("jobqueue.gearman.site", "-v")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     recap = re.search(rf"^{re.escape(name)}\s+:.*$", result.stdout, re.MULTILINE)
     assert recap, result.stdout[-3000:]
