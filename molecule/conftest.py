@@ -92,20 +92,23 @@ def playbook_command(inventory, playbook: str, *extra: str) -> list[str]:
     return ["ansible-playbook", "-i", str(inventory), target, *extra]
 
 
-PLAYBOOK_ENV = {"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"}
+def playbook_env(**env: str) -> dict[str, str]:
+    """No colours, and the built collection first on the collections path."""
+    found = [p for p in os.environ.get("ANSIBLE_COLLECTIONS_PATH", "").split(":") if p]
+    return {**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0",
+            "ANSIBLE_COLLECTIONS_PATH": ":".join([str(COLLECTION_PATH), *found]), **env}
 
 
-def collections_path() -> str:
-    """The built collection first, then wherever Ansible looked already."""
-    return ":".join([str(COLLECTION_PATH)] + [p for p in os.environ.get("ANSIBLE_COLLECTIONS_PATH", "").split(":") if p])
+def shares(count: int, parts: int) -> list[int]:
+    """COUNT split into PARTS as evenly as can be."""
+    return [count // parts + (1 if n < count % parts else 0) for n in range(parts)]
 
 
 def run_playbook(inventory, playbook: str, *extra: str, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
     """ansible-playbook with one of the project's playbooks, output captured, no colours."""
     return subprocess.run(
         playbook_command(inventory, playbook, *extra),
-        capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, **PLAYBOOK_ENV, "ANSIBLE_COLLECTIONS_PATH": collections_path(), **env},
+        capture_output=True, text=True, timeout=timeout, env=playbook_env(**env),
     )
 
 
@@ -213,22 +216,21 @@ class Gearman:
         """CLIENTS PHP (libgearman) processes submit COUNT background jobs
         between them, payload "RUN-SEQ "; each stops at its first refusal.
         Returns how many gearmand took (answered with a handle)."""
-        shares = [count // clients + (1 if n < count % clients else 0) for n in range(clients)]
+        parts = shares(count, clients)
         # Client n numbers its jobs from the sum of the shares before it: 0 to COUNT - 1 in all.
-        command = " & ".join(f"php -r {shlex.quote(BULK_CLIENT)} {PORT} {function} {run} {sum(shares[:n])} {share}"
-                             for n, share in enumerate(shares))
+        command = " & ".join(f"php -r {shlex.quote(BULK_CLIENT)} {PORT} {function} {run} {sum(parts[:n])} {share}"
+                             for n, share in enumerate(parts))
         result = self.host.run(f"timeout {timeout} sh -c %s", f"{command} & wait")
         return sum(int(line) for line in result.stdout.split())
 
     def drain_many(self, function: str, count: int, workers: int = 4, timeout: int = 900) -> list[str]:
         """WORKERS libgearman workers (gearman -w) do COUNT jobs of FUNCTION
         between them, each exiting 0; returns the payloads they were handed."""
-        shares = [count // workers + (1 if n < count % workers else 0) for n in range(workers)]
         # With no command, gearman -w writes each job's payload to stdout
         # (the client ends each with a space) and answers it done.
         script = ("d=$(mktemp -d); pids=; "
                   + " ".join(f"gearman -h 127.0.0.1 -p {PORT} -w -f {function} -c {share} > $d/{n} & pids=\"$pids $!\";"
-                             for n, share in enumerate(shares) if share)
+                             for n, share in enumerate(shares(count, workers)) if share)
                   + " for p in $pids; do wait $p || exit 1; done; cat $d/*; rm -r $d")
         out = self.host.run(f"timeout {timeout} sh -c %s", script)
         assert out.rc == 0, f"a worker failed: {out.stderr[-2000:]}"
@@ -246,8 +248,7 @@ class Gearman:
         the block ends, or after timeout seconds, if it still runs."""
         play = subprocess.Popen(
             playbook_command(self.inventory(), playbook, "--limit", self.host.backend.get_hostname(), *extra),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, **PLAYBOOK_ENV, "ANSIBLE_COLLECTIONS_PATH": collections_path()},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=playbook_env(),
         )
         def stop() -> None:
             play.send_signal(signal.SIGINT)
@@ -314,13 +315,11 @@ def pytest_collection_modifyitems(config, items):
     if not platform:
         return
     known = {p["name"] for p in yaml.safe_load((PROJECT / ".config" / "molecule" / "config.yml").read_text())["platforms"]}
+    kept, dropped = [], []
     for item in items:
         marker = item.get_closest_marker("platforms")
         if marker and not set(marker.args) <= known:
             raise pytest.UsageError(f"{item.nodeid}: platforms{marker.args} names no platform of .config/molecule/config.yml")
-    kept, dropped = [], []
-    for item in items:
-        marker = item.get_closest_marker("platforms")
         (dropped if marker and platform not in marker.args else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
