@@ -113,6 +113,12 @@ def test_password_is_in_no_world_readable_file(host, password):
     assert (conf.user, conf.group, conf.mode) == ("root", "gearman", 0o640)
 
 
+def test_every_accepted_job_is_on_disk_by_default(gearman):
+    """MariaDB flushes its log at every commit: gearmand commits each job
+    before it tells the client, so an accepted job survives a power loss."""
+    assert gearman.sql("SELECT @@innodb_flush_log_at_trx_commit") == "1"
+
+
 def test_queue_user_may_do_what_gearmand_needs_on_its_own_table_only(gearman):
     login_hosts = gearman.sql("SELECT Host FROM mysql.user WHERE User = 'gearman'").split()
     # gearmand logs in over TCP as gearman@127.0.0.1; localhost is the socket.
