@@ -3,7 +3,8 @@
 #                     LAB_TOPOLOGY=cluster: db1, gm1, gm2, wk1, web1 over SSH instead
 #   make lab-destroy  remove whichever lab is up
 #   make test         linters, unit tests and molecule on every platform
-#   make bench        queue throughput and deep backlogs in the all-in-one lab; writes docs/benchmarks.md
+#   make bench        queue throughput, database settings, deep backlogs and a re-run's cost in the lab;
+#                     writes docs/benchmarks.md
 #   make lint         yamllint and ansible-lint (pre-commit runs these and the unit tests)
 #   make release      the changelog for galaxy.yml's version, then the collection's tarball in .cache/release
 SHELL := /bin/bash
@@ -58,6 +59,7 @@ lab: venv image
 
 bench: venv
 	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/bench.yml -e '{"bench_args": "$(BENCH_ARGS)"}'
+	$(BIN)/python bench/deploy_bench.py -i $(LAB_INVENTORY) --report docs/benchmarks.md
 
 lab-destroy: venv
 	$(BIN)/ansible-playbook playbooks/lab.yml -e lab_state=absent -e lab_remove_all=true

@@ -7,7 +7,7 @@ table of its own that gearmand's login may use (playbooks/bench.yml, run by
 `make bench`, creates it, grants it and removes both afterwards):
 
     /usr/bin/python3 queue_bench.py --table DB.TABLE [--jobs N] [--clients 1,4]
-        [--repeat 3] [--depths 10000,100000,1000000] [--report FILE]
+        [--repeat 3] [--no-settings] [--depths 10000,100000,1000000] [--report FILE]
 
 Every gearmand it starts gets the deployed job server's flags (PARAMS in
 /etc/default/gearman-job-server and the database settings in
@@ -22,6 +22,12 @@ them; once every client has exited 0, every job is a row (counted); then
 worker has exited 0, the table is empty and gearadmin shows no job left.
 Repeated, with the median and the range; each MySQL figure with its ratio to
 the in-memory queue's in the same run.
+
+Settings (database on the same host only): the MySQL queue at the most
+clients under each setting the roles could change, one at a time (gearmand
+flags, or MariaDB variables set at runtime and put back), and the latency of
+a round trip and of one job's committed INSERT and DELETE, over TCP and the
+socket: where a job's time goes.
 
 Depth: D rows are written straight into the table (as gearmand would have),
 a gearmand started on it, timed until it answers (the replay: it says
@@ -40,9 +46,11 @@ import datetime
 import os
 import platform
 import shlex
+import signal
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -112,12 +120,15 @@ def database():
 class Queue:
     """One gearmand started by the bench, and the table it uses (if any)."""
 
-    def __init__(self, kind, port, flags, table, buckets=None):
+    def __init__(self, kind, port, flags, table, buckets=None, extra=()):
+        """EXTRA flags replace the deployed ones of the same name (the command
+        line wins over gearmand's config file, too)."""
         self.kind, self.port, self.table = kind, port, table
-        command = ["gearmand", "--listen=127.0.0.1", f"--port={port}", "--verbose=ERROR"] + [
-            f for f in flags if not (buckets and f.startswith("--hashtable-buckets"))]
         if buckets:
-            command.append(f"--hashtable-buckets={buckets}")
+            extra = [*extra, f"--hashtable-buckets={buckets}"]
+        replaced = {f.split("=", 1)[0] for f in extra}
+        command = ["gearmand", "--listen=127.0.0.1", f"--port={port}", "--verbose=ERROR"] + [
+            f for f in flags if f.split("=", 1)[0] not in replaced] + list(extra)
         if kind == "mysql":
             command += [f"--config-file={CONFIG}", "--queue-type=mysql",
                         f"--mysql-table={table.split('.', 1)[1]}"]
@@ -194,11 +205,12 @@ def drain(queue, jobs, rows):
     return time.monotonic() - started
 
 
-def connect():
+def connect(unix_socket=None):
+    """gearmand's login: over TCP as its config says, or over UNIX_SOCKET."""
     conf, ssl = database()
     return pymysql.connect(host=conf["mysql-host"], port=int(conf.get("mysql-port", 3306)),
-                           user=conf["mysql-user"], password=conf["mysql-password"],
-                           database=conf["mysql-db"], ssl=ssl, autocommit=True)
+                           unix_socket=unix_socket, user=conf["mysql-user"], password=conf["mysql-password"],
+                           database=conf["mysql-db"], ssl=None if unix_socket else ssl, autocommit=True)
 
 
 def db_rows(table):
@@ -241,24 +253,29 @@ def figure(values):
     return f"{statistics.median(values):,.0f} ({min(values):,.0f}-{max(values):,.0f})"
 
 
+def runs(args, kind, port, flags, clients, extra=(), repeat=None):
+    """REPEAT (default args.repeat) rounds of args.jobs jobs: submit rates, drain rates."""
+    submits, drains = [], []
+    for _ in range(args.repeat if repeat is None else repeat):
+        if kind == "mysql":
+            clear(args.table)
+        queue = Queue(kind, port, flags, args.table, extra=extra)
+        try:
+            submits.append(args.jobs / submit(queue, args.jobs, clients, args.size))
+            if kind == "mysql" and db_rows(args.table) != args.jobs:
+                raise SystemExit(f"{db_rows(args.table)} rows after {args.jobs} submissions")
+            drains.append(args.jobs / drain(queue, args.jobs, 0))
+        finally:
+            queue.stop()
+    return submits, drains
+
+
 def throughput(args, flags, report):
     """Jobs per second, submit and drain, for each client count and queue."""
     results = {}
     for clients in args.clients:
         for kind, port in (("builtin", args.port + 1), ("mysql", args.port)):
-            submits, drains = [], []
-            for _ in range(args.repeat):
-                if kind == "mysql":
-                    clear(args.table)
-                queue = Queue(kind, port, flags, args.table)
-                try:
-                    submits.append(args.jobs / submit(queue, args.jobs, clients, args.size))
-                    if kind == "mysql" and db_rows(args.table) != args.jobs:
-                        raise SystemExit(f"{db_rows(args.table)} rows after {args.jobs} submissions")
-                    drains.append(args.jobs / drain(queue, args.jobs, 0))
-                finally:
-                    queue.stop()
-            results[clients, kind] = (submits, drains)
+            results[clients, kind] = submits, drains = runs(args, kind, port, flags, clients)
             print(f"throughput: {clients} clients, {kind}: submit {figure(submits)}, drain {figure(drains)}",
                   flush=True)
     report.append(f"### Throughput: {args.jobs:,} background jobs of {args.size} bytes, "
@@ -278,6 +295,134 @@ def throughput(args, flags, report):
             name = "MySQL" if kind == "mysql" else "in memory"
             report.append(f"| {clients} | {name} | {figure(submits)} | {ratio_submit:.2f} | "
                           f"{figure(drains)} | {ratio_drain:.2f} |")
+    report.append("")
+
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def socket_path():
+    with connect() as db, db.cursor() as cursor:
+        cursor.execute("SELECT @@socket")
+        return cursor.fetchone()[0]
+
+
+def admin():
+    """The database's root over its socket (how the role's own server lets
+    root in), for SET GLOBAL (database on this host only)."""
+    return pymysql.connect(unix_socket=socket_path(), user="root", autocommit=True)
+
+
+def set_global(name, value):
+    """Set a server variable at runtime (None: only read it); returns the value it had."""
+    with admin() as db, db.cursor() as cursor:
+        cursor.execute(f"SELECT @@GLOBAL.{name}")
+        before = cursor.fetchone()[0]
+        if value is not None:
+            cursor.execute(f"SET GLOBAL {name} = %s", (value,))
+    return before
+
+
+def statement_ms(table, unix_socket=None, count=2000):
+    """Milliseconds per statement for gearmand's login, over TCP or the
+    socket: a bare round trip (SELECT 1), a committed INSERT of one job's
+    row, and the committed DELETE of it."""
+    keys = [(f"rtt-{n}", FUNCTION) for n in range(count // 4)]
+    with connect(unix_socket) as db, db.cursor() as cursor:
+        started = time.monotonic()
+        for _ in range(count):
+            cursor.execute("SELECT 1")
+        select = (time.monotonic() - started) * 1000 / count
+        started = time.monotonic()
+        for key in keys:
+            cursor.execute(f"INSERT INTO {table} (unique_key, function_name, priority, data, when_to_run)"
+                           " VALUES (%s, %s, 1, %s, 0)", (*key, b"x" * 100))
+        insert = (time.monotonic() - started) * 1000 / len(keys)
+        started = time.monotonic()
+        for key in keys:
+            cursor.execute(f"DELETE FROM {table} WHERE unique_key = %s AND function_name = %s", key)
+        delete = (time.monotonic() - started) * 1000 / len(keys)
+    return select, insert, delete
+
+
+def settings(args, flags, report):
+    """The MySQL queue at the most clients, under each setting the roles could
+    change, against the deployed configuration, in turns: each round runs every
+    setting once, so that a slow spell of the machine falls on all of them."""
+    conf, _ = database()
+    clients = max(args.clients)
+    if conf["mysql-host"] not in LOCAL_HOSTS:
+        report.append("### Queue database settings\n\nNot measured: the database is on another host "
+                      f"({conf['mysql-host']}); the bench changes its settings only on this one.\n")
+        return
+    try:
+        deployed_flush = set_global("innodb_flush_log_at_trx_commit", None)
+    except pymysql.err.MySQLError as error:
+        report.append("### Queue database settings\n\nNot measured: root cannot log in over the "
+                      f"database's socket to change its settings ({error}).\n")
+        return
+    flush = "innodb_flush_log_at_trx_commit"
+    trials = [
+        (f"deployed: TCP to {conf['mysql-host']}, `{flush}={deployed_flush}`", (), {}),
+        ("unix socket (`--mysql-host=localhost`)", ("--mysql-host=localhost",), {}),
+        ("`--threads=1`", ("--threads=1",), {}),
+        (f"`{flush}=2`", (), {flush: 2}),
+        (f"`{flush}=0`", (), {flush: 0}),
+        (f"unix socket and `{flush}=2`", ("--mysql-host=localhost",), {flush: 2}),
+    ]
+    trials = [t for t in trials if t[2].get(flush, deployed_flush) != deployed_flush or not t[2]]
+    results = {name: ([], []) for name, _, _ in trials}
+    for _ in range(args.repeat):
+        for name, extra, variables in trials:
+            before = {}
+            try:
+                for key, value in variables.items():
+                    before[key] = set_global(key, value)
+                submits, drains = runs(args, "mysql", args.port, flags, clients, extra, repeat=1)
+            finally:
+                for key, value in before.items():
+                    set_global(key, value)
+            results[name][0].extend(submits)
+            results[name][1].extend(drains)
+            print(f"settings: {name}: submit {submits[0]:,.0f}, drain {drains[0]:,.0f}", flush=True)
+    results = [(name, *results[name]) for name, _, _ in trials]
+    clear(args.table)
+    latency = {f"TCP to {conf['mysql-host']}": statement_ms(args.table),
+               "unix socket": statement_ms(args.table, unix_socket=socket_path())}
+    if deployed_flush != 2:
+        before = set_global(flush, 2)
+        try:
+            latency[f"TCP, `{flush}=2`"] = statement_ms(args.table)
+        finally:
+            set_global(flush, before)
+    base_submit, base_drain = (statistics.median(v) for v in results[0][1:])
+    report.append(f"### Queue database settings: {clients} clients, MySQL queue, {args.jobs:,} jobs, "
+                  f"{args.repeat} runs each")
+    report.append("")
+    report.append("Each setting changed for the bench's gearmand (flags) or at runtime in the "
+                  "database (`SET GLOBAL`, put back afterwards), the settings taking turns round by round. "
+                  "Ratio: to the deployed configuration's median in the same run. Only `innodb_flush_log_at_trx_commit=1` is fully durable: "
+                  "with 2, an operating system crash or power loss can lose the last second of "
+                  "accepted jobs; with 0, a crash of MariaDB alone can, too.")
+    report.append("")
+    report.append("| setting | submit | ratio | drain | ratio |")
+    report.append("| --- | --- | --- | --- | --- |")
+    for name, submits, drains in results:
+        report.append(f"| {name} | {figure(submits)} | {statistics.median(submits) / base_submit:.2f} | "
+                      f"{figure(drains)} | {statistics.median(drains) / base_drain:.2f} |")
+    report.append("")
+    report.append("Where a job's time goes: gearmand's MySQL queue runs, on one connection, a ping and a "
+                  "prepared INSERT, committed on its own, for every job it accepts, and a ping and a DELETE "
+                  "for every job done: two round trips and one commit per job each way. The same statements "
+                  "timed one after another on one connection with gearmand's login (Python's pymysql, a "
+                  "little slower than gearmand's C client), and the rate that cost allows:")
+    report.append("")
+    report.append("| connection | round trip (`SELECT 1`) | INSERT, committed | DELETE, committed | "
+                  "round trip + INSERT: jobs/s | round trip + DELETE: jobs/s |")
+    report.append("| --- | --- | --- | --- | --- | --- |")
+    for name, (select, insert, delete) in latency.items():
+        report.append(f"| {name} | {select:.3f} ms | {insert:.3f} ms | {delete:.3f} ms | "
+                      f"{1000 / (select + insert):,.0f} | {1000 / (select + delete):,.0f} |")
     report.append("")
 
 
@@ -331,10 +476,16 @@ def main():
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--size", type=int, default=100, help="payload bytes")
     parser.add_argument("--depths", default="10000,100000,1000000", help="backlogs to replay, a list ('' : none)")
+    parser.add_argument("--no-settings", dest="settings", action="store_false",
+                        help="skip the queue database settings")
     parser.add_argument("--port", type=int, default=4750, help="the bench's gearmands: this one and the next")
     parser.add_argument("--command", default="", help="how the bench was run, for the report")
     parser.add_argument("--report", help="write the Markdown report here too")
     args = parser.parse_args()
+    # Stopped from outside (the play interrupted): still stop the gearmands
+    # and put back any database setting changed at runtime (the finally blocks).
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, lambda number, _: sys.exit(128 + number))
     args.clients = [int(c) for c in args.clients.split(",") if c]
     args.depths = [int(d) for d in args.depths.split(",") if d]
     for port in (args.port, args.port + 1):
@@ -360,6 +511,8 @@ def main():
         "",
     ]
     throughput(args, flags, report)
+    if args.settings:
+        settings(args, flags, report)
     if args.depths:
         depths(args, flags, report)
     text = "\n".join(report)
