@@ -6,7 +6,8 @@ time goes: run from the controller, after make lab, by make bench.
 It runs site.yml RUNS times (each must report changed=0 on every host) and
 reads, from Ansible's JSON callback, every task's duration and how many
 module runs it cost the busiest host (a loop item is one run; a template or
-copy with nothing to change, two: a checksum, then the file's attributes);
+copy with nothing to change, two: a checksum, then the file's attributes; a
+delegated task counts for the host it ran for);
 then it times 20 `command: /bin/true` tasks on the inventory's first job
 server, the cost of one module run over this connection when the module has
 nothing to do, and 20 `debug` tasks, the controller's own cost of a task. It appends a Markdown
@@ -104,6 +105,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--report", help="append the Markdown section to this file")
     args = parser.parse_args()
+    if args.runs < 1:
+        parser.error("--runs takes 1 or more")
 
     reruns, last = [], None
     for _ in range(args.runs):

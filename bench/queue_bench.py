@@ -14,7 +14,9 @@ Every gearmand it starts gets the deployed job server's flags (PARAMS in
 /etc/gearmand.conf) with these changes only: it listens on 127.0.0.1 on a
 spare port, logs errors only, and uses the bench's table (MySQL queue) or
 no queue at all (--queue-type=builtin). The deployed gearmand, its table and
-its workers are not touched.
+its workers are not touched; but a database setting the settings section
+changes at runtime is the whole server's, the deployed gearmand's commits
+included, until it is put back (--no-settings leaves the database alone).
 
 Throughput: C PHP clients (libgearman) submit N background jobs between
 them; once every client has exited 0, every job is a row (counted); then
@@ -24,7 +26,7 @@ Repeated, with the median and the range; each MySQL figure with its ratio to
 the in-memory queue's in the same run.
 
 Settings (database on the same host only): the MySQL queue at the most
-clients under each setting the roles could change, one at a time (gearmand
+clients under each setting that could matter, taking turns (gearmand
 flags, or MariaDB variables set at runtime and put back), and the latency of
 a round trip and of one job's committed INSERT and DELETE, over TCP and the
 socket: where a job's time goes.
@@ -313,13 +315,17 @@ def admin():
     return pymysql.connect(unix_socket=socket_path(), user="root", autocommit=True)
 
 
-def set_global(name, value):
-    """Set a server variable at runtime (None: only read it); returns the value it had."""
+def get_global(name):
     with admin() as db, db.cursor() as cursor:
         cursor.execute(f"SELECT @@GLOBAL.{name}")
-        before = cursor.fetchone()[0]
-        if value is not None:
-            cursor.execute(f"SET GLOBAL {name} = %s", (value,))
+        return cursor.fetchone()[0]
+
+
+def set_global(name, value):
+    """Set a server variable at runtime; returns the value it had."""
+    before = get_global(name)
+    with admin() as db, db.cursor() as cursor:
+        cursor.execute(f"SET GLOBAL {name} = %s", (value,))
     return before
 
 
@@ -346,8 +352,8 @@ def statement_ms(table, unix_socket=None, count=2000):
 
 
 def settings(args, flags, report):
-    """The MySQL queue at the most clients, under each setting the roles could
-    change, against the deployed configuration, in turns: each round runs every
+    """The MySQL queue at the most clients, under each setting that could
+    matter, against the deployed configuration, in turns: each round runs every
     setting once, so that a slow spell of the machine falls on all of them."""
     conf, _ = database()
     clients = max(args.clients)
@@ -355,25 +361,27 @@ def settings(args, flags, report):
         report.append("### Queue database settings\n\nNot measured: the database is on another host "
                       f"({conf['mysql-host']}); the bench changes its settings only on this one.\n")
         return
+    flush = "innodb_flush_log_at_trx_commit"
     try:
-        deployed_flush = set_global("innodb_flush_log_at_trx_commit", None)
+        deployed = get_global(flush)
     except pymysql.err.MySQLError as error:
         report.append("### Queue database settings\n\nNot measured: root cannot log in over the "
                       f"database's socket to change its settings ({error}).\n")
         return
-    flush = "innodb_flush_log_at_trx_commit"
+    socket_flag = ("--mysql-host=localhost",)
     trials = [
-        (f"deployed: TCP to {conf['mysql-host']}, `{flush}={deployed_flush}`", (), {}),
-        ("unix socket (`--mysql-host=localhost`)", ("--mysql-host=localhost",), {}),
+        (f"deployed: TCP to {conf['mysql-host']}, `{flush}={deployed}`", (), {}),
+        (f"unix socket (`--mysql-host=localhost`), `{flush}={deployed}`", socket_flag, {}),
         ("`--threads=1`", ("--threads=1",), {}),
-        (f"`{flush}=2`", (), {flush: 2}),
-        (f"`{flush}=0`", (), {flush: 0}),
-        (f"unix socket and `{flush}=2`", ("--mysql-host=localhost",), {flush: 2}),
+        *((f"`{flush}={value}`", (), {flush: value}) for value in (1, 2, 0) if value != deployed),
+        *((f"unix socket and `{flush}={value}`", socket_flag, {flush: value}) for value in (2,) if value != deployed),
     ]
-    trials = [t for t in trials if t[2].get(flush, deployed_flush) != deployed_flush or not t[2]]
     results = {name: ([], []) for name, _, _ in trials}
-    for _ in range(args.repeat):
-        for name, extra, variables in trials:
+    for round_ in range(args.repeat):
+        # Each round in another order: what one trial leaves behind (InnoDB
+        # purging its deleted rows) falls on a different next one each time.
+        turn = round_ % len(trials)
+        for name, extra, variables in trials[turn:] + trials[:turn]:
             before = {}
             try:
                 for key, value in variables.items():
@@ -387,14 +395,14 @@ def settings(args, flags, report):
             print(f"settings: {name}: submit {submits[0]:,.0f}, drain {drains[0]:,.0f}", flush=True)
     results = [(name, *results[name]) for name, _, _ in trials]
     clear(args.table)
-    latency = {f"TCP to {conf['mysql-host']}": statement_ms(args.table),
-               "unix socket": statement_ms(args.table, unix_socket=socket_path())}
-    if deployed_flush != 2:
-        before = set_global(flush, 2)
-        try:
-            latency[f"TCP, `{flush}=2`"] = statement_ms(args.table)
-        finally:
-            set_global(flush, before)
+    latency = {f"TCP to {conf['mysql-host']}, `{flush}={deployed}`": statement_ms(args.table),
+               f"unix socket, `{flush}={deployed}`": statement_ms(args.table, unix_socket=socket_path())}
+    other = 2 if deployed != 2 else 1
+    before = set_global(flush, other)
+    try:
+        latency[f"TCP to {conf['mysql-host']}, `{flush}={other}`"] = statement_ms(args.table)
+    finally:
+        set_global(flush, before)
     base_submit, base_drain = (statistics.median(v) for v in results[0][1:])
     report.append(f"### Queue database settings: {clients} clients, MySQL queue, {args.jobs:,} jobs, "
                   f"{args.repeat} runs each")
@@ -414,8 +422,9 @@ def settings(args, flags, report):
     report.append("Where a job's time goes: gearmand's MySQL queue runs, on one connection, a ping and a "
                   "prepared INSERT, committed on its own, for every job it accepts, and a ping and a DELETE "
                   "for every job done: two round trips and one commit per job each way. The same statements "
-                  "timed one after another on one connection with gearmand's login (Python's pymysql, a "
-                  "little slower than gearmand's C client), and the rate that cost allows:")
+                  "timed one after another on one connection with gearmand's login, from Python (pymysql), "
+                  "and the rate that gives one such client; gearmand's C client goes faster, the more so "
+                  "once the flush no longer dominates:")
     report.append("")
     report.append("| connection | round trip (`SELECT 1`) | INSERT, committed | DELETE, committed | "
                   "round trip + INSERT: jobs/s | round trip + DELETE: jobs/s |")
