@@ -121,6 +121,28 @@ def jobs_done(log: str, run: str) -> list[tuple[str, dict]]:
     ]
 
 
+EXPORTER_PORT = 9418
+SAMPLE = re.compile(r'^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})? (\S+)$')
+LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(body: str) -> dict[tuple[str, frozenset], float]:
+    """Prometheus' text format: {(name, labels): value}, the server label left out."""
+    found = {}
+    for line in body.splitlines():
+        sample = SAMPLE.match(line)
+        if sample:
+            name, labels, value = sample.groups()
+            pairs = frozenset((k, v) for k, v in LABEL.findall(labels or "") if k != "server")
+            found[(name, pairs)] = float(value)
+    return found
+
+
+def metric(metrics: dict, name: str, **labels: str) -> float | None:
+    """A metric's value for these labels (None: not in the scrape)."""
+    return metrics.get((name, frozenset(labels.items())))
+
+
 class Gearman:
     """One all-in-one host: job server, queue table, sample workers and clients."""
 
@@ -167,6 +189,15 @@ class Gearman:
         where = (f"data LIKE '%{run}%'" if run
                  else "function_name IN (" + ", ".join(f"'{f}'" for f in functions or FUNCTIONS) + ")")
         return int(self.sql(f"SELECT COUNT(*) FROM {DB}.{TABLE} WHERE {where}"))
+
+    # --- the exporter --------------------------------------------------
+    def metrics(self) -> dict[tuple[str, frozenset], float]:
+        """One scrape of the exporter on loopback: {(name, labels): value};
+        labels as a frozenset of (label, value) pairs, the server's left out."""
+        body = self.host.check_output(
+            "python3 -c %s", f"import urllib.request; print(urllib.request.urlopen("
+                             f"'http://127.0.0.1:{EXPORTER_PORT}/metrics', timeout=30).read().decode())")
+        return parse_metrics(body)
 
     # --- workers and clients --------------------------------------------
     def systemctl(self, action: str, *units: str, check: bool = True):

@@ -131,6 +131,20 @@ def test_a_job_server_listening_beyond_loopback_needs_the_firewall_or_an_explici
         assert rc == 0, (guard, out)
 
 
+def test_an_exporter_beyond_loopback_needs_the_firewall_or_an_explicit_yes(tmp_path):
+    rc, out = preflight(tmp_path, {"gs1": {"gearman_exporter_listen_address": "10.0.0.21"}})
+    assert refused(rc, out) == [
+        "gs1's exporter would serve the queue's function names and counts on 10.0.0.21 with nothing in front."
+        " Set gearman_firewall_enabled: true for gs1 (only gearman_firewall_scraper_groups and"
+        " gearman_firewall_scrapers get in), or gearman_exporter_listen_address to a loopback address, or,"
+        " where the network itself keeps strangers out, gearman_allow_unguarded_listen: true."
+    ]
+    for guard in ({"gearman_firewall_enabled": True}, {"gearman_allow_unguarded_listen": True},
+                  {"gearman_exporter_enabled": False}):
+        rc, out = preflight(tmp_path, {"gs1": {"gearman_exporter_listen_address": "10.0.0.21", **guard}})
+        assert rc == 0, (guard, out)
+
+
 def test_the_queue_password_is_needed_by_the_mysql_queue_only(tmp_path):
     # Job servers only (the database is elsewhere), no password at all.
     external = {"gearman_mysql_host": "127.0.0.1"}

@@ -22,9 +22,11 @@ CLUSTER = {
     # Managed through a bastion address; its jobs come from 10.0.0.31.
     "wk1": {"ansible_host": "192.0.2.31", "gearman_source_address": "10.0.0.31"},
     "web1": {"ansible_host": "10.0.0.41"},
+    # Prometheus: scrapes the exporters, submits no jobs.
+    "mon1": {"ansible_host": "10.0.0.51"},
 }
 GROUPS = {"gearman_db": ["db1"], "gearman_servers": ["gm1", "gm2"], "gearman_workers": ["wk1"],
-          "gearman_clients": ["web1"]}
+          "gearman_clients": ["web1"], "gearman_monitoring": ["mon1"]}
 
 
 def work_out(folder, hosts: dict, groups: dict, **all_vars) -> dict:
@@ -74,6 +76,24 @@ def test_the_queue_user_logs_in_from_each_server_to_its_own_table_only(worked_ou
         {"host": "10.0.0.122", "priv": "gearman.gearman_queue_gm2:SELECT,INSERT,DELETE", "tls": True, "servers": ["gm2"]},
     ]
     assert "%" not in json.dumps(grants)
+
+
+def test_the_exporter_reads_two_columns_of_its_servers_table_from_where_gearmand_logs_in(worked_out):
+    grants = json.loads((worked_out / "db-db1.json").read_text())["exporter_grants"]
+    assert grants == [
+        {"host": "10.0.0.21", "priv": "gearman.gearman_queue_gm1:SELECT (function_name, queued_at)", "tls": True},
+        {"host": "10.0.0.122", "priv": "gearman.gearman_queue_gm2:SELECT (function_name, queued_at)", "tls": True},
+    ]
+
+
+def test_the_exporter_serves_where_consumers_reach_its_server_and_only_scrapers_get_in(worked_out):
+    servers = {s["name"]: s for s in json.loads((worked_out / "db-db1.json").read_text())["servers"]}
+    assert (servers["gm1"]["exporter_listen"], servers["gm2"]["exporter_listen"]) == ("10.0.0.21", "fd00::22")
+    firewall = json.loads((worked_out / "firewall-gm1.json").read_text())
+    assert firewall["exporter_ports"] == [9418]
+    # The monitoring host reaches the exporter only; the job port stays the consumers'.
+    assert firewall["scrapers"] == ["10.0.0.51"]
+    assert "10.0.0.51" not in firewall["sources"]
 
 
 def test_job_servers_reach_a_database_on_another_host_over_tls(worked_out):

@@ -23,7 +23,7 @@ from conftest import DB, FUNCTIONS, cluster_print, wait_until
 # The schema the project's queue tables have (gearmand's own would have
 # when_to_run INT and case-insensitive text columns).
 SCHEMA = {"unique_key": "varbinary(64)", "function_name": "varbinary(255)", "priority": "int(11)",
-          "data": "longblob", "when_to_run": "bigint(20)"}
+          "data": "longblob", "when_to_run": "bigint(20)", "queued_at": "timestamp(6)"}
 
 
 # Logs in to the queue database as gearmand does, with /etc/gearmand.conf
