@@ -16,6 +16,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,7 @@ def jobs_done(log: str, run: str) -> list[tuple[str, dict]]:
 
 
 EXPORTER_PORT = 9418
+PROMETHEUS_PORT = 9090
 SAMPLE = re.compile(r'^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 LABEL = re.compile(r'([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
@@ -198,6 +200,27 @@ class Gearman:
             "python3 -c %s", f"import urllib.request; print(urllib.request.urlopen("
                              f"'http://127.0.0.1:{EXPORTER_PORT}/metrics', timeout=30).read().decode())")
         return parse_metrics(body)
+
+    def prometheus(self, path: str, **params: str) -> dict:
+        """Prometheus' HTTP API on loopback: the data of an answer that must be a success."""
+        url = f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/{path}"
+        answer = json.loads(self.host.check_output(
+            "python3 -c %s %s %s", "import sys, urllib.request, urllib.parse; print(urllib.request.urlopen("
+                                   "sys.argv[1] + '?' + sys.argv[2], timeout=30).read().decode())",
+            url, urllib.parse.urlencode(params)))
+        assert answer["status"] == "success", answer
+        return answer["data"]
+
+    def query(self, expr: str) -> float | None:
+        """One instant query whose answer is a single number (None: no series)."""
+        result = self.prometheus("query", query=expr)["result"]
+        assert len(result) <= 1, result
+        return float(result[0]["value"][1]) if result else None
+
+    def alerts(self) -> set[tuple[str, str, str]]:
+        """The alerts Prometheus has: (name, function, state)."""
+        return {(a["labels"]["alertname"], a["labels"].get("function", ""), a["state"])
+                for a in self.prometheus("alerts")["alerts"]}
 
     # --- workers and clients --------------------------------------------
     def systemctl(self, action: str, *units: str, check: bool = True):

@@ -18,7 +18,7 @@ import uuid
 
 import pytest
 
-from conftest import DB, FUNCTIONS, cluster_print, wait_until
+from conftest import DB, EXPORTER_PORT, FUNCTIONS, cluster_print, metric, parse_metrics, wait_until
 
 # The schema the project's queue tables have (gearmand's own would have
 # when_to_run INT and case-insensitive text columns).
@@ -163,6 +163,24 @@ def test_each_job_server_reaches_the_database_over_tls_only(cluster):
         probe = cluster[server].run(WRONG_CA_GEARMAND)
         assert re.search(r"Failed to connect to database: .*(certificate verify failed|unable to get local issuer)",
                          probe.stderr), (server, probe.rc, probe.stderr[-2000:])
+
+
+def test_each_exporter_reads_its_own_queue_over_tls_and_answers_scrapers_only(cluster):
+    """Each job server's exporter serves where the server is reached, reads
+    its queue table with its own login over TLS, and the firewall keeps the
+    port from the worker host (not in gearman_monitoring)."""
+    for server in cluster.servers:
+        url = f"http://{cluster.address(server)}:{EXPORTER_PORT}/metrics"
+        body = cluster[server].check_output(
+            "python3 -c %s", f"import urllib.request; print(urllib.request.urlopen('{url}', timeout=30).read().decode())")
+        scraped = parse_metrics(body)
+        assert metric(scraped, "gearman_up") == 1, server
+        assert metric(scraped, "gearman_queue_database_up") == 1, server
+        assert f'server="{server}"' in body
+        reach = cluster["wk1"].run(
+            "python3 -c %s", f"import socket; socket.create_connection(('{cluster.address(server)}', "
+                             f"{EXPORTER_PORT}), timeout=5)")
+        assert reach.rc != 0 and "timed out" in reach.stderr, (server, reach.stderr)
 
 
 def test_jobs_submitted_through_each_server_are_done_on_the_worker_host(cluster):

@@ -1,14 +1,15 @@
 """The queue seen from Prometheus' side: the exporter beside the job server
 shows the tutorial's experiment (jobs wait with no worker, then drain) and
 says which part is down when gearmand or the database is, without failing
-the scrape."""
+the scrape; Prometheus on the host (converge.yml) sees the same, with the
+workers' job counts through the node exporter, and its alert rules fire."""
 
 from __future__ import annotations
 
 import hashlib
 import uuid
 
-from conftest import ALL_WORKERS, FUNCTIONS, metric, wait_until
+from conftest import ALL_WORKERS, FUNCTIONS, PROJECT, metric, wait_until
 
 EXPORTER = "gearman-exporter.service"
 
@@ -83,3 +84,40 @@ def test_a_stopped_job_server_is_reported_in_a_scrape_that_still_answers(gearman
     gearman.systemctl("start", "gearman-job-server")
     assert wait_until(gearman.accepting)
     assert metric(gearman.metrics(), "gearman_up") == 1
+
+
+def test_prometheus_sees_the_experiment_and_the_no_worker_alert_goes_pending(gearman, workers_restored):
+    # Every target answers: the exporter, the node exporter, Prometheus itself.
+    assert wait_until(lambda: {t["labels"]["job"]: t["health"] for t in gearman.prometheus("targets")["activeTargets"]}
+                      == {"gearman": "up", "node": "up", "prometheus": "up"}, timeout=60)
+    done = 'sum(gearman_worker_jobs_total{outcome="done"})'
+    assert wait_until(lambda: gearman.query(done) is not None, timeout=60)
+    before = gearman.query(done)
+
+    gearman.systemctl("stop", *ALL_WORKERS)
+    gearman.submit("python", 5, uuid.uuid4().hex[:8])
+    assert wait_until(lambda: gearman.query("sum(gearman_function_jobs_queued)") == 10, timeout=60)
+    assert gearman.query("sum(gearman_function_workers)") == 0
+    assert gearman.query("sum(gearman_queue_rows)") == 10
+    assert wait_until(lambda: {("GearmanFunctionWithoutWorkers", f, "pending") for f in FUNCTIONS} <= gearman.alerts(),
+                      timeout=60), gearman.alerts()
+
+    gearman.systemctl("start", *ALL_WORKERS)
+    assert wait_until(lambda: gearman.query("sum(gearman_function_jobs_queued)") == 0
+                      and gearman.query(done) == before + 10, timeout=90), (gearman.query(done), before)
+    assert wait_until(lambda: not {a for a in gearman.alerts() if a[0] == "GearmanFunctionWithoutWorkers"}, timeout=60)
+    # Each job's duration is in the workers' histogram (100 ms of work by default).
+    assert gearman.query("sum(gearman_worker_job_duration_seconds_count)") == gearman.query(
+        "sum(gearman_worker_jobs_total)")
+
+
+def test_the_alert_rules_pass_promtool_and_fire_as_their_tests_say(host):
+    host.check_output("promtool check rules /etc/prometheus/gearman-alerts.yml")
+    host.check_output("promtool check config /etc/prometheus/prometheus.yml")
+    # The rules' unit tests: series in, alerts out, at the role's default
+    # thresholds (roles/gearman_prometheus/files/gearman-alerts.test.yml).
+    tests = (PROJECT / "roles/gearman_prometheus/files/gearman-alerts.test.yml").read_text()
+    host.check_output("mkdir -p /tmp/rules-test && cp /etc/prometheus/gearman-alerts.yml /tmp/rules-test/")
+    host.check_output("printf '%%s' %s > /tmp/rules-test/tests.yml", tests)
+    result = host.run("cd /tmp/rules-test && promtool test rules tests.yml")
+    assert result.rc == 0 and "SUCCESS" in result.stdout + result.stderr, result.stdout + result.stderr

@@ -5,6 +5,10 @@
 // which systemd sends to the journal.
 //
 //   gearman-worker.php [--servers FILE] [--work-ms N] [--id NAME]
+// With GEARMAN_METRICS_FILE set, it keeps counts of jobs done and failed,
+// and their durations, per function, and writes them there in Prometheus'
+// text format (read by prometheus-node-exporter's textfile collector) once a
+// second while they change.
 // SIGTERM or SIGINT: the job in hand is finished, then the worker exits.
 // A payload that is not JSON, or a job whose work throws, fails that job
 // (sendFail, with the reason in the log); the worker goes on.
@@ -43,14 +47,79 @@ function log_line(string $line): void
     echo $line, "\n";
 }
 
-function handle(GearmanJob $job, string $what): void
+// Jobs done and failed, and their durations, per function: Prometheus'
+// text format in $metricsFile, replaced whole (write, then rename), so a
+// reader never sees half a file. Same names and buckets as the Python worker.
+const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300];
+$metricsFile = getenv('GEARMAN_METRICS_FILE') ?: '';
+$metrics = ['jobs' => [], 'buckets' => [], 'sum' => [], 'count' => []];
+$metricsDirty = true;
+$metricsWritten = 0;
+
+function observe(string $function, string $outcome, float $seconds): void
+{
+    global $metrics, $metricsDirty;
+    $metrics['jobs'][$function][$outcome] = ($metrics['jobs'][$function][$outcome] ?? 0) + 1;
+    foreach (DURATION_BUCKETS as $i => $le) {
+        if ($seconds <= $le) {
+            $metrics['buckets'][$function][$i] = ($metrics['buckets'][$function][$i] ?? 0) + 1;
+        }
+    }
+    $metrics['sum'][$function] = ($metrics['sum'][$function] ?? 0.0) + $seconds;
+    $metrics['count'][$function] = ($metrics['count'][$function] ?? 0) + 1;
+    $metricsDirty = true;
+}
+
+function label(string $value): string
+{
+    return str_replace(["\\", "\n", '"'], ["\\\\", "\\n", '\\"'], $value);
+}
+
+function write_metrics(array $functions): void
+{
+    global $metrics, $metricsFile, $metricsDirty, $metricsWritten, $id;
+    if ($metricsFile === '' || !$metricsDirty) {
+        return;
+    }
+    $w = label($id);
+    $out = "# HELP gearman_worker_jobs_total Jobs a sample worker finished, by function and outcome.\n"
+        . "# TYPE gearman_worker_jobs_total counter\n";
+    foreach ($functions as $f) {
+        foreach (['done', 'failed'] as $outcome) {
+            $out .= sprintf("gearman_worker_jobs_total{worker=\"%s\",function=\"%s\",outcome=\"%s\"} %d\n",
+                $w, label($f), $outcome, $metrics['jobs'][$f][$outcome] ?? 0);
+        }
+    }
+    $out .= "# HELP gearman_worker_job_duration_seconds Time a sample worker took per job, from taking it to answering.\n"
+        . "# TYPE gearman_worker_job_duration_seconds histogram\n";
+    foreach ($functions as $f) {
+        $labels = sprintf('worker="%s",function="%s"', $w, label($f));
+        foreach (DURATION_BUCKETS as $i => $le) {
+            $out .= sprintf("gearman_worker_job_duration_seconds_bucket{%s,le=\"%s\"} %d\n",
+                $labels, rtrim(rtrim(sprintf('%.3f', $le), '0'), '.'), $metrics['buckets'][$f][$i] ?? 0);
+        }
+        $count = $metrics['count'][$f] ?? 0;
+        $out .= sprintf("gearman_worker_job_duration_seconds_bucket{%s,le=\"+Inf\"} %d\n", $labels, $count);
+        $out .= sprintf("gearman_worker_job_duration_seconds_sum{%s} %.6f\n", $labels, $metrics['sum'][$f] ?? 0.0);
+        $out .= sprintf("gearman_worker_job_duration_seconds_count{%s} %d\n", $labels, $count);
+    }
+    $tmp = $metricsFile . '.tmp';
+    if (@file_put_contents($tmp, $out) === false || !@rename($tmp, $metricsFile)) {
+        log_line("$id: could not write $metricsFile");
+    }
+    $metricsDirty = false;
+    $metricsWritten = microtime(true);
+}
+
+// Returns whether the job was done (false: it failed).
+function handle(GearmanJob $job, string $what): bool
 {
     global $workMs, $id;
     $payload = json_decode($job->workload(), true);
     if (!is_array($payload)) {
         log_line(sprintf('%s: FAILED %s %s: payload is not JSON: %s', $id, $job->functionName(), $job->handle(), substr($job->workload(), 0, 200)));
         $job->sendFail();
-        return;
+        return false;
     }
     // A payload may ask for slower work ("work_ms") or for the work to throw
     // ("fail", the message), to try out faults.
@@ -66,6 +135,7 @@ function handle(GearmanJob $job, string $what): void
     }
     log_line(sprintf('%s: done %s %s %s', $id, $job->functionName(), $job->handle(), json_encode($payload, JSON_UNESCAPED_SLASHES)));
     $job->sendComplete("$what done by $id");
+    return true;
 }
 
 $worker = new GearmanWorker();
@@ -91,12 +161,15 @@ if (!$servers) {
 function handle_or_fail(GearmanJob $job, string $what): void
 {
     global $id;
+    $started = hrtime(true);
     try {
-        handle($job, $what);
+        $outcome = handle($job, $what) ? 'done' : 'failed';
     } catch (Throwable $e) {
         log_line(sprintf('%s: FAILED %s %s: %s: %s', $id, $job->functionName(), $job->handle(), get_class($e), $e->getMessage()));
         $job->sendFail();
+        $outcome = 'failed';
     }
+    observe($job->functionName(), $outcome, (hrtime(true) - $started) / 1e9);
 }
 $worker->addFunction('sendEmail', fn (GearmanJob $job) => handle_or_fail($job, 'email'));
 $worker->addFunction('resizeImage', fn (GearmanJob $job) => handle_or_fail($job, 'resize'));
@@ -104,7 +177,12 @@ $worker->addFunction('resizeImage', fn (GearmanJob $job) => handle_or_fail($job,
 $worker->setTimeout(1000);
 log_line("$id: ready for sendEmail, resizeImage ($workMs ms of work a job)");
 
+$functions = ['sendEmail', 'resizeImage'];
+write_metrics($functions);
 while (!$stop) {
+    if (microtime(true) - $metricsWritten >= 1) {
+        write_metrics($functions);
+    }
     $worker->work();
     $rc = $worker->returnCode();
     if ($rc === GEARMAN_SUCCESS || $rc === GEARMAN_TIMEOUT || $rc === GEARMAN_IO_WAIT || $rc === GEARMAN_NO_JOBS) {
@@ -118,4 +196,5 @@ while (!$stop) {
     log_line("$id: worker error " . $worker->error() . ", going on");
     sleep(1);
 }
+write_metrics($functions);
 log_line("$id: stopped");

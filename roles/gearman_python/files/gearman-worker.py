@@ -8,6 +8,10 @@ SIGTERM or SIGINT: the job in hand is finished, then the worker exits.
 A payload that is not JSON, or a job whose work raises, fails that job
 (WORK_FAIL, with the reason in the log); the worker goes on.
 The job server list is re-read only at start.
+With GEARMAN_METRICS_FILE set, it keeps counts of jobs done and failed, and
+their durations, per function, and writes them there in Prometheus' text
+format (read by prometheus-node-exporter's textfile collector) once a second
+while they change: the PHP worker's names, labels and buckets.
 """
 
 import argparse
@@ -46,6 +50,73 @@ class Worker(gear.Worker):
 
 def log(line):
     print(line, flush=True)
+
+
+# Upper bounds (seconds) of the job duration histogram, as the PHP worker's.
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+def label(value):
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class JobMetrics:
+    """Jobs done and failed, and their durations, per function, written as
+    Prometheus text to a file, whole (write, then rename), by a helper
+    thread once a second while they change, and at the end: counting costs
+    the worker a lock and a few additions per job, not a file write."""
+
+    def __init__(self, path, worker_id, functions):
+        self.path, self.worker, self.functions = path, label(worker_id), list(functions)
+        self.lock = threading.Lock()
+        self.jobs = {(f, outcome): 0 for f in self.functions for outcome in ("done", "failed")}
+        self.buckets = {f: [0] * len(DURATION_BUCKETS) for f in self.functions}
+        self.sums = {f: 0.0 for f in self.functions}
+        self.changed = threading.Event()
+        self.changed.set()
+
+    def observe(self, function, outcome, seconds):
+        with self.lock:
+            self.jobs[(function, outcome)] += 1
+            for i, le in enumerate(DURATION_BUCKETS):
+                if seconds <= le:
+                    self.buckets[function][i] += 1
+            self.sums[function] += seconds
+        self.changed.set()
+
+    def render(self):
+        with self.lock:
+            lines = ["# HELP gearman_worker_jobs_total Jobs a sample worker finished, by function and outcome.",
+                     "# TYPE gearman_worker_jobs_total counter"]
+            lines += [f'gearman_worker_jobs_total{{worker="{self.worker}",function="{label(f)}",outcome="{o}"}} {n}'
+                      for (f, o), n in self.jobs.items()]
+            lines += ["# HELP gearman_worker_job_duration_seconds Time a sample worker took per job, "
+                      "from taking it to answering.",
+                      "# TYPE gearman_worker_job_duration_seconds histogram"]
+            for f in self.functions:
+                labels = f'worker="{self.worker}",function="{label(f)}"'
+                count = self.jobs[(f, "done")] + self.jobs[(f, "failed")]
+                lines += [f'gearman_worker_job_duration_seconds_bucket{{{labels},le="{le:g}"}} {n}'
+                          for le, n in zip(DURATION_BUCKETS, self.buckets[f])]
+                lines += [f'gearman_worker_job_duration_seconds_bucket{{{labels},le="+Inf"}} {count}',
+                          f"gearman_worker_job_duration_seconds_sum{{{labels}}} {self.sums[f]:.6f}",
+                          f"gearman_worker_job_duration_seconds_count{{{labels}}} {count}"]
+        return "\n".join(lines) + "\n"
+
+    def write(self):
+        self.changed.clear()
+        try:
+            with open(self.path + ".tmp", "w", encoding="utf-8") as f:
+                f.write(self.render())
+            os.replace(self.path + ".tmp", self.path)
+        except OSError as e:
+            log(f"{self.worker}: could not write {self.path}: {e}")
+
+    def keep_writing(self, stopped):
+        while not stopped.is_set():
+            if self.changed.wait(1.0):
+                self.write()
+                stopped.wait(1.0)
 
 
 def read_servers(path):
@@ -126,11 +197,12 @@ def work(job, worker_id, work_ms):
     return f"{FUNCTIONS[function]} done by {worker_id}".encode()
 
 
-def handle(job, worker_id, work_ms):
+def handle(job, worker_id, work_ms, metrics=None):
     """Works the job and reports the outcome, whatever happens: work that
     raises fails the job (unreported, it would stay assigned to this live
     worker for ever); a report that cannot be sent means the connection went
     away, and the job server hands the job out again."""
+    started = time.monotonic()
     try:
         result = work(job, worker_id, work_ms)
     except Exception as e:  # any failure of the work fails the job
@@ -143,6 +215,8 @@ def handle(job, worker_id, work_ms):
             job.sendWorkComplete(result)
     except Exception as e:  # socket errors and gear's own alike
         log(f"{worker_id}: could not report {job.name} {text(job.handle)}: {e}; going on")
+    if metrics:
+        metrics.observe(job.name, "failed" if result is None else "done", time.monotonic() - started)
 
 
 def main():
@@ -167,6 +241,12 @@ def main():
     for function in FUNCTIONS:
         worker.registerFunction(function)
     log(f"{args.id}: ready for {', '.join(FUNCTIONS)} ({args.work_ms} ms of work a job)")
+    metrics = None
+    metrics_stopped = threading.Event()
+    if os.environ.get("GEARMAN_METRICS_FILE"):
+        metrics = JobMetrics(os.environ["GEARMAN_METRICS_FILE"], args.id, FUNCTIONS)
+        writer = threading.Thread(target=metrics.keep_writing, args=(metrics_stopped,), daemon=True)
+        writer.start()
 
     while not stopper.requested.is_set():
         try:
@@ -175,11 +255,15 @@ def main():
             continue
         stopper.busy.set()
         try:
-            handle(job, args.id, args.work_ms)
+            handle(job, args.id, args.work_ms, metrics)
         finally:
             stopper.busy.clear()
     stopper.finished.set()
     worker.shutdown()
+    if metrics:
+        metrics_stopped.set()
+        writer.join()
+        metrics.write()
     log(f"{args.id}: stopped")
 
 
