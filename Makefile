@@ -2,6 +2,7 @@
 #   make lab          one host with job server, MySQL queue, workers (Docker), then the experiment
 #                     LAB_TOPOLOGY=cluster: db1, gm1, gm2, wk1, web1 over SSH instead
 #   make lab-destroy  remove whichever lab is up
+#   make lab-picture  the experiment once more on the lab, drawn from Prometheus (docs/monitoring-experiment.svg)
 #   make test         linters, unit tests and molecule on every platform
 #   make bench        queue throughput, database settings, deep backlogs and a re-run's cost in the lab;
 #                     writes docs/benchmarks.md
@@ -20,7 +21,7 @@ LAB_INVENTORY := $(if $(filter cluster,$(LAB_TOPOLOGY)),inventories/cluster,inve
 export PATH := $(abspath $(BIN)):$(PATH)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 
-.PHONY: help venv engine image lab lab-destroy test lint unit images clean bench collection release
+.PHONY: help venv engine image lab lab-destroy lab-picture test lint unit images clean bench collection release
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -56,6 +57,9 @@ lab: venv image
 	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) site.yml
 	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/demo.yml
 	@$(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/lab.yml --tags next-steps
+
+lab-picture: venv
+	$(BIN)/python lab/queue_picture.py --out docs/monitoring-experiment.svg
 
 bench: venv
 	$(BIN)/ansible-playbook -i $(LAB_INVENTORY) playbooks/bench.yml -e '{"bench_args": "$(BENCH_ARGS)"}'

@@ -145,6 +145,37 @@ def metric(metrics: dict, name: str, **labels: str) -> float | None:
     return metrics.get((name, frozenset(labels.items())))
 
 
+def prometheus(host, path: str, **params: str) -> dict:
+    """Prometheus' HTTP API on the host's loopback: the data of an answer
+    that must be a success."""
+    url = f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/{path}"
+    answer = json.loads(host.check_output(
+        "python3 -c %s %s %s", "import sys, urllib.request; print(urllib.request.urlopen("
+                               "sys.argv[1] + '?' + sys.argv[2], timeout=30).read().decode())",
+        url, urllib.parse.urlencode(params)))
+    assert answer["status"] == "success", answer
+    return answer["data"]
+
+
+def prometheus_value(host, expr: str) -> float | None:
+    """One instant query whose answer is a single number (None: no series)."""
+    result = prometheus(host, "query", query=expr)["result"]
+    assert len(result) <= 1, result
+    return float(result[0]["value"][1]) if result else None
+
+
+def prometheus_alerts(host) -> set[tuple[str, str, str, str]]:
+    """The alerts Prometheus has: (name, server, function, state)."""
+    return {(a["labels"]["alertname"], a["labels"].get("server", ""), a["labels"].get("function", ""), a["state"])
+            for a in prometheus(host, "alerts")["alerts"]}
+
+
+def prometheus_targets(host) -> dict[tuple[str, str], str]:
+    """{(job, host label): health} of Prometheus' scrape targets."""
+    return {(t["labels"]["job"], t["labels"].get("host", "")): t["health"]
+            for t in prometheus(host, "targets")["activeTargets"]}
+
+
 class Gearman:
     """One all-in-one host: job server, queue table, sample workers and clients."""
 
@@ -202,25 +233,13 @@ class Gearman:
         return parse_metrics(body)
 
     def prometheus(self, path: str, **params: str) -> dict:
-        """Prometheus' HTTP API on loopback: the data of an answer that must be a success."""
-        url = f"http://127.0.0.1:{PROMETHEUS_PORT}/api/v1/{path}"
-        answer = json.loads(self.host.check_output(
-            "python3 -c %s %s %s", "import sys, urllib.request, urllib.parse; print(urllib.request.urlopen("
-                                   "sys.argv[1] + '?' + sys.argv[2], timeout=30).read().decode())",
-            url, urllib.parse.urlencode(params)))
-        assert answer["status"] == "success", answer
-        return answer["data"]
+        return prometheus(self.host, path, **params)
 
     def query(self, expr: str) -> float | None:
-        """One instant query whose answer is a single number (None: no series)."""
-        result = self.prometheus("query", query=expr)["result"]
-        assert len(result) <= 1, result
-        return float(result[0]["value"][1]) if result else None
+        return prometheus_value(self.host, expr)
 
     def alerts(self) -> set[tuple[str, str, str]]:
-        """The alerts Prometheus has: (name, function, state)."""
-        return {(a["labels"]["alertname"], a["labels"].get("function", ""), a["state"])
-                for a in self.prometheus("alerts")["alerts"]}
+        return prometheus_alerts(self.host)
 
     # --- workers and clients --------------------------------------------
     def systemctl(self, action: str, *units: str, check: bool = True):
@@ -412,8 +431,12 @@ class Cluster:
         inventory = yaml.safe_load(CLUSTER_INVENTORY.read_text())["all"]
         user = inventory["vars"]["ansible_user"]
         self.network = inventory["children"]["gearman_lab"]["vars"]["lab_network"]
-        self.vars = {name: hvars or {} for group in inventory["children"].values()
-                     for name, hvars in (group or {}).get("hosts", {}).items()}
+        # A host listed in several groups (web1: clients and monitoring) has
+        # the settings of every listing.
+        self.vars = collections.defaultdict(dict)
+        for group in inventory["children"].values():
+            for name, hvars in (group or {}).get("hosts", {}).items():
+                self.vars[name].update(hvars or {})
         self.hosts = {
             name: testinfra.get_host(
                 f"ssh://{user}@{hvars['ansible_host']}", sudo=True, ssh_identity_file=str(SSH_KEY),

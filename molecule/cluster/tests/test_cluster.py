@@ -18,7 +18,8 @@ import uuid
 
 import pytest
 
-from conftest import DB, EXPORTER_PORT, FUNCTIONS, cluster_print, metric, parse_metrics, wait_until
+from conftest import (DB, EXPORTER_PORT, FUNCTIONS, cluster_print, metric, parse_metrics, prometheus_alerts,
+                      prometheus_targets, prometheus_value, wait_until)
 
 # The schema the project's queue tables have (gearmand's own would have
 # when_to_run INT and case-insensitive text columns).
@@ -167,8 +168,8 @@ def test_each_job_server_reaches_the_database_over_tls_only(cluster):
 
 def test_each_exporter_reads_its_own_queue_over_tls_and_answers_scrapers_only(cluster):
     """Each job server's exporter serves where the server is reached, reads
-    its queue table with its own login over TLS, and the firewall keeps the
-    port from the worker host (not in gearman_monitoring)."""
+    its queue table with its own login over TLS, and the firewall lets
+    web1 (gearman_monitoring) in, not the worker host."""
     for server in cluster.servers:
         url = f"http://{cluster.address(server)}:{EXPORTER_PORT}/metrics"
         body = cluster[server].check_output(
@@ -177,10 +178,35 @@ def test_each_exporter_reads_its_own_queue_over_tls_and_answers_scrapers_only(cl
         assert metric(scraped, "gearman_up") == 1, server
         assert metric(scraped, "gearman_queue_database_up") == 1, server
         assert f'server="{server}"' in body
-        reach = cluster["wk1"].run(
-            "python3 -c %s", f"import socket; socket.create_connection(('{cluster.address(server)}', "
-                             f"{EXPORTER_PORT}), timeout=5)")
-        assert reach.rc != 0 and "timed out" in reach.stderr, (server, reach.stderr)
+        reach = f"import socket; socket.create_connection(('{cluster.address(server)}', {EXPORTER_PORT}), timeout=5)"
+        assert cluster["web1"].run("python3 -c %s", reach).rc == 0, server
+        refused = cluster["wk1"].run("python3 -c %s", reach)
+        assert refused.rc != 0 and "timed out" in refused.stderr, (server, refused.stderr)
+
+
+def test_prometheus_on_web1_sees_waiting_jobs_per_server_then_the_workers_counts(cluster, cluster_restored):
+    web = cluster["web1"]
+    targets = {("gearman", s): "up" for s in cluster.servers} | {("node", "wk1"): "up", ("prometheus", ""): "up"}
+    assert wait_until(lambda: prometheus_targets(web) == targets, timeout=90), prometheus_targets(web)
+    done = 'sum(gearman_worker_jobs_total{outcome="done"})'
+    assert wait_until(lambda: prometheus_value(web, done) is not None, timeout=90)
+    before = prometheus_value(web, done)
+
+    cluster.workers("stop")
+    runs = {}
+    for server in cluster.servers:
+        runs[server] = new_run()
+        cluster.submit("php", 5, runs[server], server)
+    for server in cluster.servers:
+        waiting = f'sum(gearman_function_jobs_queued{{server="{server}"}})'
+        assert wait_until(lambda: prometheus_value(web, waiting) == 10, timeout=90), (server, prometheus_value(web, waiting))
+        assert prometheus_value(web, f'sum(gearman_queue_rows{{server="{server}"}})') == 10, server
+    assert wait_until(lambda: {("GearmanFunctionWithoutWorkers", s, f, "pending") for s in cluster.servers
+                               for f in FUNCTIONS} <= prometheus_alerts(web), timeout=90), prometheus_alerts(web)
+
+    cluster.workers("start")
+    assert wait_until(lambda: prometheus_value(web, "sum(gearman_function_jobs_queued)") == 0
+                      and prometheus_value(web, done) == before + 20, timeout=120), (prometheus_value(web, done), before)
 
 
 def test_jobs_submitted_through_each_server_are_done_on_the_worker_host(cluster):

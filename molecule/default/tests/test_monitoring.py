@@ -7,9 +7,10 @@ workers' job counts through the node exporter, and its alert rules fire."""
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 
-from conftest import ALL_WORKERS, FUNCTIONS, PROJECT, metric, wait_until
+from conftest import ALL_WORKERS, FUNCTIONS, PROJECT, metric, prometheus_targets, wait_until
 
 EXPORTER = "gearman-exporter.service"
 
@@ -88,7 +89,7 @@ def test_a_stopped_job_server_is_reported_in_a_scrape_that_still_answers(gearman
 
 def test_prometheus_sees_the_experiment_and_the_no_worker_alert_goes_pending(gearman, workers_restored):
     # Every target answers: the exporter, the node exporter, Prometheus itself.
-    assert wait_until(lambda: {t["labels"]["job"]: t["health"] for t in gearman.prometheus("targets")["activeTargets"]}
+    assert wait_until(lambda: {job: health for (job, _), health in prometheus_targets(gearman.host).items()}
                       == {"gearman": "up", "node": "up", "prometheus": "up"}, timeout=60)
     done = 'sum(gearman_worker_jobs_total{outcome="done"})'
     assert wait_until(lambda: gearman.query(done) is not None, timeout=60)
@@ -99,8 +100,9 @@ def test_prometheus_sees_the_experiment_and_the_no_worker_alert_goes_pending(gea
     assert wait_until(lambda: gearman.query("sum(gearman_function_jobs_queued)") == 10, timeout=60)
     assert gearman.query("sum(gearman_function_workers)") == 0
     assert gearman.query("sum(gearman_queue_rows)") == 10
-    assert wait_until(lambda: {("GearmanFunctionWithoutWorkers", f, "pending") for f in FUNCTIONS} <= gearman.alerts(),
-                      timeout=60), gearman.alerts()
+    server = gearman.host.ansible.get_variables()["inventory_hostname"]
+    assert wait_until(lambda: {("GearmanFunctionWithoutWorkers", server, f, "pending") for f in FUNCTIONS}
+                      <= gearman.alerts(), timeout=60), gearman.alerts()
 
     gearman.systemctl("start", *ALL_WORKERS)
     assert wait_until(lambda: gearman.query("sum(gearman_function_jobs_queued)") == 0
@@ -121,3 +123,13 @@ def test_the_alert_rules_pass_promtool_and_fire_as_their_tests_say(host):
     host.check_output("printf '%%s' %s > /tmp/rules-test/tests.yml", tests)
     result = host.run("cd /tmp/rules-test && promtool test rules tests.yml")
     assert result.rc == 0 and "SUCCESS" in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_every_dashboard_query_answers_in_prometheus(gearman):
+    """docs/grafana-dashboard.json, as Grafana would send its queries: every
+    panel finds series on this host (the experiment above ran minutes ago)."""
+    dashboard = json.loads((PROJECT / "docs/grafana-dashboard.json").read_text())
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            expr = target["expr"].replace("$server", ".*").replace("$__rate_interval", "5m")
+            assert gearman.prometheus("query", query=expr)["result"], (panel["title"], expr)

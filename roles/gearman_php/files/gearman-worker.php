@@ -8,7 +8,7 @@
 // With GEARMAN_METRICS_FILE set, it keeps counts of jobs done and failed,
 // and their durations, per function, and writes them there in Prometheus'
 // text format (read by prometheus-node-exporter's textfile collector) once a
-// second while they change.
+// second while they change, carrying on from that file after a restart.
 // SIGTERM or SIGINT: the job in hand is finished, then the worker exits.
 // A payload that is not JSON, or a job whose work throws, fails that job
 // (sendFail, with the reason in the log); the worker goes on.
@@ -55,6 +55,36 @@ $metricsFile = getenv('GEARMAN_METRICS_FILE') ?: '';
 $metrics = ['jobs' => [], 'buckets' => [], 'sum' => [], 'count' => []];
 $metricsDirty = true;
 $metricsWritten = 0;
+
+// Carry on from the counts a previous run of this worker wrote, so that a
+// restart (a deploy, a stop) does not reset them.
+function resume_metrics(array $functions): void
+{
+    global $metrics, $metricsFile;
+    $lines = $metricsFile === '' ? false : @file($metricsFile, FILE_IGNORE_NEW_LINES);
+    $buckets = array_map(fn ($le) => rtrim(rtrim(sprintf('%.3f', $le), '0'), '.'), DURATION_BUCKETS);
+    foreach ($lines ?: [] as $line) {
+        if (!preg_match('/^(gearman_worker_[a-z_]+)\{(.*)\} (\S+)$/', $line, $m)) {
+            continue;
+        }
+        preg_match_all('/(\w+)="((?:[^"\\\\]|\\\\.)*)"/', $m[2], $pairs, PREG_SET_ORDER);
+        $labels = array_column($pairs, 2, 1);
+        $f = $labels['function'] ?? '';
+        if (!in_array($f, $functions, true)) {
+            continue;
+        }
+        if ($m[1] === 'gearman_worker_jobs_total' && in_array($labels['outcome'] ?? '', ['done', 'failed'], true)) {
+            $metrics['jobs'][$f][$labels['outcome']] = (int) $m[3];
+        } elseif ($m[1] === 'gearman_worker_job_duration_seconds_bucket'
+            && ($i = array_search($labels['le'] ?? '', $buckets, true)) !== false) {
+            $metrics['buckets'][$f][$i] = (int) $m[3];
+        } elseif ($m[1] === 'gearman_worker_job_duration_seconds_sum') {
+            $metrics['sum'][$f] = (float) $m[3];
+        } elseif ($m[1] === 'gearman_worker_job_duration_seconds_count') {
+            $metrics['count'][$f] = (int) $m[3];
+        }
+    }
+}
 
 function observe(string $function, string $outcome, float $seconds): void
 {
@@ -178,6 +208,7 @@ $worker->setTimeout(1000);
 log_line("$id: ready for sendEmail, resizeImage ($workMs ms of work a job)");
 
 $functions = ['sendEmail', 'resizeImage'];
+resume_metrics($functions);
 write_metrics($functions);
 while (!$stop) {
     if (microtime(true) - $metricsWritten >= 1) {

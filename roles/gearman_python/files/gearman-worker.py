@@ -11,12 +11,14 @@ The job server list is re-read only at start.
 With GEARMAN_METRICS_FILE set, it keeps counts of jobs done and failed, and
 their durations, per function, and writes them there in Prometheus' text
 format (read by prometheus-node-exporter's textfile collector) once a second
-while they change: the PHP worker's names, labels and buckets.
+while they change, carrying on from that file after a restart: the PHP
+worker's names, labels and buckets.
 """
 
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -56,6 +58,11 @@ def log(line):
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
 
+# A sample line of the counts file, and its labels.
+SAMPLE = re.compile(r"^(gearman_worker_[a-z_]+)\{(.*)\} (\S+)$")
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
 def label(value):
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
@@ -74,6 +81,31 @@ class JobMetrics:
         self.sums = {f: 0.0 for f in self.functions}
         self.changed = threading.Event()
         self.changed.set()
+        self.resume()
+
+    def resume(self):
+        """Carry on from the counts a previous run of this worker wrote, so
+        that a restart (a deploy, a stop) does not reset them."""
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return
+        buckets = [f"{le:g}" for le in DURATION_BUCKETS]
+        for line in lines:
+            sample = SAMPLE.match(line)
+            if not sample:
+                continue
+            name, labels, value = sample.group(1), dict(LABEL.findall(sample.group(2))), sample.group(3)
+            f = labels.get("function")
+            if f not in self.sums:
+                continue
+            if name == "gearman_worker_jobs_total" and (f, labels.get("outcome")) in self.jobs:
+                self.jobs[(f, labels["outcome"])] = int(value)
+            elif name == "gearman_worker_job_duration_seconds_bucket" and labels.get("le") in buckets:
+                self.buckets[f][buckets.index(labels["le"])] = int(value)
+            elif name == "gearman_worker_job_duration_seconds_sum":
+                self.sums[f] = float(value)
 
     def observe(self, function, outcome, seconds):
         with self.lock:
