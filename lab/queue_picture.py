@@ -24,7 +24,7 @@ SERIES = [
     # (query, legend, colour, axis)
     ("sum(gearman_function_jobs_queued)", "jobs waiting (gearman_function_jobs_queued)", "#c0392b", "left"),
     ("sum(gearman_function_workers)", "workers registered (gearman_function_workers)", "#7f8c8d", "left"),
-    ('sum(rate(gearman_worker_jobs_total{outcome="done"}[10s]))', "jobs done per second (gearman_worker_jobs_total)",
+    ('sum(rate(gearman_worker_jobs_total{outcome="done"}[30s]))', "jobs done per second (gearman_worker_jobs_total)",
      "#2471a3", "right"),
 ]
 

@@ -170,6 +170,22 @@ def prometheus_alerts(host) -> set[tuple[str, str, str, str]]:
             for a in prometheus(host, "alerts")["alerts"]}
 
 
+def jobs_done_in_files(host) -> int:
+    """The workers' own done counts on the host: what Prometheus must come to."""
+    out = host.check_output("cat /var/lib/prometheus/node-exporter/gearman-worker-*.prom")
+    return sum(int(line.rsplit(" ", 1)[1]) for line in out.splitlines()
+               if line.startswith("gearman_worker_jobs_total{") and 'outcome="done"' in line)
+
+
+def settled_done_count(host, prometheus_host=None) -> int:
+    """The workers' done count once Prometheus has scraped what their files
+    say (the files are written within a second, scraped every few)."""
+    query = 'sum(gearman_worker_jobs_total{outcome="done"})'
+    assert wait_until(lambda: prometheus_value(prometheus_host or host, query) == jobs_done_in_files(host),
+                      timeout=90), (prometheus_value(prometheus_host or host, query), jobs_done_in_files(host))
+    return jobs_done_in_files(host)
+
+
 def prometheus_targets(host) -> dict[tuple[str, str], str]:
     """{(job, host label): health} of Prometheus' scrape targets."""
     return {(t["labels"]["job"], t["labels"].get("host", "")): t["health"]

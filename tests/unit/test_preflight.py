@@ -145,6 +145,14 @@ def test_an_exporter_beyond_loopback_needs_the_firewall_or_an_explicit_yes(tmp_p
         assert rc == 0, (guard, out)
 
 
+def test_the_exporter_may_not_log_in_as_the_queue_user(tmp_path):
+    rc, out = preflight(tmp_path, {"gs1": {"gearman_exporter_mysql_user": "gearman"}})
+    assert refused(rc, out) == [
+        "gs1 would give its exporter the queue user gearman (gearman_exporter_mysql_user), whose privileges the"
+        " exporter's read-only grant would replace: give the exporter a user of its own."
+    ]
+
+
 def test_the_queue_password_is_needed_by_the_mysql_queue_only(tmp_path):
     # Job servers only (the database is elsewhere), no password at all.
     external = {"gearman_mysql_host": "127.0.0.1"}

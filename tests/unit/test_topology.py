@@ -5,6 +5,7 @@ logins the queue user gets, and whom each firewall admits."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -80,15 +81,21 @@ def test_the_queue_user_logs_in_from_each_server_to_its_own_table_only(worked_ou
 
 def test_the_exporter_reads_two_columns_of_its_servers_table_from_where_gearmand_logs_in(worked_out):
     grants = json.loads((worked_out / "db-db1.json").read_text())["exporter_grants"]
+    # Its password, unset here, is a one-way hash of the queue password.
+    password = hashlib.sha256(b"unit-pw:gearman-exporter").hexdigest()
     assert grants == [
-        {"host": "10.0.0.21", "priv": "gearman.gearman_queue_gm1:SELECT (function_name, queued_at)", "tls": True},
-        {"host": "10.0.0.122", "priv": "gearman.gearman_queue_gm2:SELECT (function_name, queued_at)", "tls": True},
+        {"user": "gearman_exporter", "host": "10.0.0.21", "password": password, "tls": True,
+         "priv": "gearman.gearman_queue_gm1:SELECT (function_name, queued_at)"},
+        {"user": "gearman_exporter", "host": "10.0.0.122", "password": password, "tls": True,
+         "priv": "gearman.gearman_queue_gm2:SELECT (function_name, queued_at)"},
     ]
 
 
 def test_the_exporter_serves_where_consumers_reach_its_server_and_only_scrapers_get_in(worked_out):
     servers = {s["name"]: s for s in json.loads((worked_out / "db-db1.json").read_text())["servers"]}
-    assert (servers["gm1"]["exporter_listen"], servers["gm2"]["exporter_listen"]) == ("10.0.0.21", "fd00::22")
+    # It listens where gearmand does; Prometheus scrapes it where consumers reach gearmand.
+    assert (servers["gm1"]["exporter_listen"], servers["gm1"]["exporter_address"]) == ("10.0.0.21", "10.0.0.21")
+    assert (servers["gm2"]["exporter_listen"], servers["gm2"]["exporter_address"]) == ("::", "fd00::22")
     firewall = json.loads((worked_out / "firewall-gm1.json").read_text())
     assert firewall["exporter_ports"] == [9418]
     # The monitoring host reaches the exporter only; the job port stays the consumers'.

@@ -14,10 +14,13 @@ root and the exporter's account can read, never from the command line.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import re
 import socket
+import socketserver
 import sys
+import threading
 import time
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -62,15 +65,19 @@ def queue_rows(db: dict, timeout: float) -> list[tuple[str, int, float]]:
                            database=db["database"], ssl=tls, connect_timeout=timeout,
                            read_timeout=timeout, write_timeout=timeout)
     try:
+        # The database's own clock, so that the age does not depend on the
+        # two hosts agreeing on the time. The statement time limit keeps a
+        # scrape of a deep table from piling up on the server: MariaDB's
+        # SET STATEMENT, or MySQL's optimizer hint.
+        query = ("SELECT {hint}function_name, COUNT(*), "
+                 "TIMESTAMPDIFF(MICROSECOND, MIN(queued_at), NOW(6)) / 1e6 "
+                 f"FROM `{db['table']}` GROUP BY function_name")
+        if "mariadb" in conn.get_server_info().lower():
+            query = f"SET STATEMENT max_statement_time={timeout:.3f} FOR " + query.format(hint="")
+        else:
+            query = query.format(hint=f"/*+ MAX_EXECUTION_TIME({int(timeout * 1000)}) */ ")
         with conn.cursor() as cursor:
-            # The database's own clock, so that the age does not depend on
-            # the two hosts agreeing on the time. The statement time limit
-            # keeps a scrape of a deep table from piling up on the server.
-            cursor.execute(
-                f"SET STATEMENT max_statement_time={timeout:g} FOR "
-                "SELECT function_name, COUNT(*), "
-                "TIMESTAMPDIFF(MICROSECOND, MIN(queued_at), NOW(6)) / 1e6 "
-                f"FROM `{db['table']}` GROUP BY function_name")
+            cursor.execute(query)
             return [(name.decode("utf-8", "replace"), int(count), max(float(age or 0), 0.0))
                     for name, count, age in cursor.fetchall()]
     finally:
@@ -86,27 +93,53 @@ class GearmanCollector:
         return GaugeMetricFamily(name, doc, labels=("server",) + labels)
 
     def collect(self):
-        timeout = self.settings["timeout"]
-        functions: set[str] = set()
-        yield from self.collect_gearmand(timeout, functions)
-        if self.settings.get("database"):
-            yield from self.collect_database(timeout, functions)
+        # Both parts at once, each within the timeout, and the whole within
+        # what Prometheus waits (its X-Prometheus-Scrape-Timeout-Seconds,
+        # less a margin): a part that hangs reports up 0 rather than
+        # failing the scrape.
+        timeout = min(float(self.settings["timeout"]), max(SCRAPE.limit - 0.5, 0.5))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+            gearmand = pool.submit(self.ask_gearmand, timeout)
+            database = pool.submit(self.ask_database, timeout) if self.settings.get("database") else None
+            answer = gearmand.result()
+            yield from self.collect_gearmand(answer)
+            if database:
+                status = answer[1][1] if answer[0] else []
+                functions = {line.split("\t")[0] for line in status if line.count("\t") == 3}
+                yield from self.collect_database(database.result(), functions)
 
-    def collect_gearmand(self, timeout: float, functions: set[str]):
-        """gearmand's own counts; the functions it knows go into functions."""
-        up = self.gauge("gearman_up", "1 if the job server answered its admin protocol in this scrape, else 0.")
-        took = self.gauge("gearman_scrape_duration_seconds", "Time the job server took to answer the admin commands.")
+    def ask_gearmand(self, timeout: float):
+        """(True, (version, status, workers, seconds)) or (False, None)."""
         started = time.monotonic()
         try:
             version, status, workers = admin(self.settings["host"], self.settings["port"], timeout)
         except (OSError, ValueError) as err:
             print(f"gearmand at {self.settings['host']}:{self.settings['port']}: {err}", file=sys.stderr, flush=True)
-            up.add_metric([self.server], 0)
-            yield up
-            return
-        up.add_metric([self.server], 1)
-        took.add_metric([self.server], time.monotonic() - started)
+            return False, None
+        return True, (version, status, workers, time.monotonic() - started)
+
+    def ask_database(self, timeout: float):
+        """(True, (rows, seconds)) or (False, None)."""
+        db = self.settings["database"]
+        started = time.monotonic()
+        try:
+            rows = queue_rows(db, timeout)
+        except (pymysql.MySQLError, OSError, ValueError) as err:
+            print(f"queue database at {db['host']}:{db['port']}: {err}", file=sys.stderr, flush=True)
+            return False, None
+        return True, (rows, time.monotonic() - started)
+
+    def collect_gearmand(self, answer):
+        """gearmand's own counts, from its answer."""
+        up = self.gauge("gearman_up", "1 if the job server answered its admin protocol in this scrape, else 0.")
+        ok, found = answer
+        up.add_metric([self.server], 1 if ok else 0)
         yield up
+        if not ok:
+            return
+        version, status, workers, seconds = found
+        took = self.gauge("gearman_scrape_duration_seconds", "Time the job server took to answer the admin commands.")
+        took.add_metric([self.server], seconds)
         yield took
         info = InfoMetricFamily("gearman_version", "The job server's version.", labels=("server",))
         info.add_metric([self.server], {"version": version})
@@ -119,10 +152,9 @@ class GearmanCollector:
                                ("function",))
         for line in status:
             fields = line.split("\t")
-            if len(fields) != 4:
+            if len(fields) != 4 or not all(f.isdigit() for f in fields[1:]):
                 continue
             name, total, busy, able = fields[0], int(fields[1]), int(fields[2]), int(fields[3])
-            functions.add(name)
             queued.add_metric([self.server, name], max(total - busy, 0))
             running.add_metric([self.server, name], busy)
             available.add_metric([self.server, name], able)
@@ -135,24 +167,19 @@ class GearmanCollector:
         connected.add_metric([self.server], sum(1 for line in workers if WORKER_LINE.match(line)))
         yield connected
 
-    def collect_database(self, timeout: float, functions: set[str]):
+    def collect_database(self, answer, functions: set[str]):
         """The queue table's rows and oldest job per function: 0 for a
         function gearmand knows and the table does not hold."""
-        db = self.settings["database"]
         up = self.gauge("gearman_queue_database_up",
                         "1 if the queue table could be read in this scrape, else 0.")
-        started = time.monotonic()
-        try:
-            rows = queue_rows(db, timeout)
-        except (pymysql.MySQLError, OSError) as err:
-            print(f"queue database at {db['host']}:{db['port']}: {err}", file=sys.stderr, flush=True)
-            up.add_metric([self.server], 0)
-            yield up
-            return
-        up.add_metric([self.server], 1)
+        ok, found = answer
+        up.add_metric([self.server], 1 if ok else 0)
         yield up
+        if not ok:
+            return
+        rows, seconds = found
         took = self.gauge("gearman_queue_database_scrape_duration_seconds", "Time the queue table took to read.")
-        took.add_metric([self.server], time.monotonic() - started)
+        took.add_metric([self.server], seconds)
         yield took
         count = self.gauge("gearman_queue_rows", "Jobs of this function persisted in the queue table.", ("function",))
         oldest = self.gauge("gearman_queue_oldest_job_age_seconds",
@@ -166,9 +193,35 @@ class GearmanCollector:
         yield oldest
 
 
+class ScrapeLimit(threading.local):
+    """What Prometheus waits for this request (seconds), per serving thread."""
+    limit = 10.0
+
+
+SCRAPE = ScrapeLimit()
+
+
 class QuietHandler(WSGIRequestHandler):
+    # A client that connects and sends nothing holds one thread this long.
+    timeout = 15
+
     def log_message(self, format, *args):  # noqa: A002 - the base class's name
         pass
+
+
+class ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    """One thread a request: a slow or idle client holds up no other scrape."""
+    daemon_threads = True
+
+
+def with_scrape_limit(app):
+    def wrapped(environ, start_response):
+        try:
+            SCRAPE.limit = float(environ.get("HTTP_X_PROMETHEUS_SCRAPE_TIMEOUT_SECONDS") or 10.0)
+        except ValueError:
+            SCRAPE.limit = 10.0
+        return app(environ, start_response)
+    return wrapped
 
 
 def serve(settings: dict) -> None:
@@ -176,10 +229,10 @@ def serve(settings: dict) -> None:
     registry.register(GearmanCollector(settings))
     listen = settings["listen"]
 
-    class Server(WSGIServer):
+    class Server(ThreadingServer):
         address_family = socket.AF_INET6 if ":" in listen else socket.AF_INET
 
-    httpd = make_server(listen, settings["listen_port"], make_wsgi_app(registry),
+    httpd = make_server(listen, settings["listen_port"], with_scrape_limit(make_wsgi_app(registry)),
                         server_class=Server, handler_class=QuietHandler)
     print(f"serving metrics on {listen}:{settings['listen_port']}", file=sys.stderr, flush=True)
     httpd.serve_forever()

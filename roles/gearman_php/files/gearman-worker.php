@@ -134,11 +134,12 @@ function write_metrics(array $functions): void
         $out .= sprintf("gearman_worker_job_duration_seconds_count{%s} %d\n", $labels, $count);
     }
     $tmp = $metricsFile . '.tmp';
+    $metricsWritten = microtime(true);
     if (@file_put_contents($tmp, $out) === false || !@rename($tmp, $metricsFile)) {
         log_line("$id: could not write $metricsFile");
+        return;  // still dirty: tried again a second later
     }
     $metricsDirty = false;
-    $metricsWritten = microtime(true);
 }
 
 // Returns whether the job was done (false: it failed).

@@ -100,12 +100,15 @@ class JobMetrics:
             f = labels.get("function")
             if f not in self.sums:
                 continue
-            if name == "gearman_worker_jobs_total" and (f, labels.get("outcome")) in self.jobs:
-                self.jobs[(f, labels["outcome"])] = int(value)
-            elif name == "gearman_worker_job_duration_seconds_bucket" and labels.get("le") in buckets:
-                self.buckets[f][buckets.index(labels["le"])] = int(value)
-            elif name == "gearman_worker_job_duration_seconds_sum":
-                self.sums[f] = float(value)
+            try:  # a line that does not parse is left out
+                if name == "gearman_worker_jobs_total" and (f, labels.get("outcome")) in self.jobs:
+                    self.jobs[(f, labels["outcome"])] = int(value)
+                elif name == "gearman_worker_job_duration_seconds_bucket" and labels.get("le") in buckets:
+                    self.buckets[f][buckets.index(labels["le"])] = int(value)
+                elif name == "gearman_worker_job_duration_seconds_sum":
+                    self.sums[f] = float(value)
+            except ValueError:
+                continue
 
     def observe(self, function, outcome, seconds):
         with self.lock:
@@ -143,6 +146,7 @@ class JobMetrics:
             os.replace(self.path + ".tmp", self.path)
         except OSError as e:
             log(f"{self.worker}: could not write {self.path}: {e}")
+            self.changed.set()  # tried again a second later
 
     def keep_writing(self, stopped):
         while not stopped.is_set():
