@@ -182,7 +182,7 @@ def test_sigterm_lets_the_worker_finish_the_job_in_hand(host, gearman, workers_r
 # jobs queued by the sample Python client, then the time from the worker's
 # start until none is left. Prints "jobs seconds".
 DRAIN_RATE = r"""
-import subprocess, sys, tempfile, time
+import os, subprocess, sys, tempfile, time
 jobs, port = int(sys.argv[1]), 4799
 def queued():
     out = subprocess.run(["gearadmin", "-h", "127.0.0.1", "-p", str(port), "--status"],
@@ -202,14 +202,17 @@ with tempfile.TemporaryDirectory() as tmp:
                         "--function", "sendEmail"], check=True, stdout=subprocess.DEVNULL)
         assert queued() == jobs, queued()
         started = time.monotonic()
+        # Counting its jobs for Prometheus, as the deployed workers do.
         worker = subprocess.Popen(["gearman-worker.py", "--servers", tmp + "/servers", "--work-ms", "0",
-                                   "--id", "rate"], stdout=subprocess.DEVNULL)
+                                   "--id", "rate"], stdout=subprocess.DEVNULL,
+                                  env=dict(os.environ, GEARMAN_METRICS_FILE=tmp + "/rate.prom"))
         while queued() and time.monotonic() - started < 300:
             time.sleep(0.05)
         elapsed = time.monotonic() - started
         worker.terminate()
         worker.wait(30)
-        print(jobs - queued(), round(elapsed, 3))
+        counted = [l for l in open(tmp + "/rate.prom") if l.startswith('gearman_worker_jobs_total{worker="rate",function="sendEmail",outcome="done"}')]
+        print(jobs - queued(), round(elapsed, 3), counted[0].split()[-1])
     finally:
         server.terminate()
         server.wait(30)
@@ -217,14 +220,17 @@ with tempfile.TemporaryDirectory() as tmp:
 
 
 def test_one_python_worker_drains_jobs_without_waiting_on_nagle(host):
-    """gear leaves Nagle's algorithm on; the sample worker turns it off. With
+    """gear leaves Nagle's algorithm on; the sample worker turns it off (and
+    counts its jobs for Prometheus, as deployed). With
     it on, every job waits for a delayed ACK (about 40 ms: some 23 jobs/s);
     without it, one worker drains well over a thousand a second here. The
     bound is set far from both, so that a loaded machine does not fail it
     and Nagle coming back does; the figure is printed."""
     jobs = 5000
-    done, seconds = host.check_output("%s/bin/python3 -c %s %s", VENV, DRAIN_RATE, str(jobs)).split()
+    done, seconds, counted = host.check_output("%s/bin/python3 -c %s %s", VENV, DRAIN_RATE, str(jobs)).split()
     rate = int(done) / float(seconds)
     print(f"\none Python worker, no work per job: {done} jobs in {seconds} s, {rate:.0f} jobs/s")
     assert int(done) == jobs
+    # Its count for Prometheus, written as it stopped, has every job.
+    assert int(counted) == jobs
     assert rate >= 1000, f"{rate:.0f} jobs/s: is TCP_NODELAY still set on the worker's connections?"
