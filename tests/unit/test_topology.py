@@ -103,6 +103,21 @@ def test_the_exporter_serves_where_consumers_reach_its_server_and_only_scrapers_
     assert "10.0.0.51" not in firewall["sources"]
 
 
+def test_an_exporter_turned_off_loses_its_login_and_one_on_everywhere_is_scraped_at_its_host(tmp_path):
+    hosts = {**CLUSTER, "gm2": {**CLUSTER["gm2"], "gearman_exporter_enabled": False},
+             "gm1": {**CLUSTER["gm1"], "gearman_exporter_listen_address": "0.0.0.0",
+                     "gearman_listen_address": "127.0.0.1", "gearman_source_address": "10.0.0.121"}}
+    db = work_out(tmp_path, hosts, {**GROUPS, "gearman_workers": [], "gearman_clients": []},
+                  gearman_firewall_enabled=True)["db1"]
+    # gm2's exporter is off: no login for it, and its user still among those
+    # whose other logins the role removes.
+    assert [g["priv"] for g in db["exporter_grants"]] == ["gearman.gearman_queue_gm1:SELECT (function_name, queued_at)"]
+    assert db["exporter_users"] == ["gearman_exporter"]
+    gm1 = next(s for s in db["servers"] if s["name"] == "gm1")
+    # Listening everywhere, with gearmand on loopback: scraped at the host's own address.
+    assert (gm1["exporter_listen"], gm1["exporter_address"]) == ("0.0.0.0", "10.0.0.121")
+
+
 def test_job_servers_reach_a_database_on_another_host_over_tls(worked_out):
     db = json.loads((worked_out / "db-db1.json").read_text())
     assert [(s["name"], s["mysql_tls"], s["mysql_tls_ca_from"]) for s in db["servers"]] == [

@@ -34,23 +34,33 @@ from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
 WORKER_LINE = re.compile(r"^\S+ \S+ \S+ :\s*\S")
 
 
-def admin(host: str, port: int, timeout: float) -> tuple[str, list[str], list[str]]:
-    """gearmand's version, and the lines of its status and workers answers."""
-    with socket.create_connection((host, port), timeout=timeout) as conn:
-        conn.settimeout(timeout)
+def left(deadline: float) -> float:
+    """Seconds left until the deadline (time.monotonic()); at least a little."""
+    return max(deadline - time.monotonic(), 0.01)
+
+
+def admin(host: str, port: int, deadline: float) -> tuple[str, list[str], list[str]]:
+    """gearmand's version, and the lines of its status and workers answers,
+    all before the deadline."""
+    with socket.create_connection((host, port), timeout=left(deadline)) as conn:
         reader = conn.makefile("r", encoding="utf-8", errors="replace", newline="\n")
 
         def listing(command: str) -> list[str]:
+            conn.settimeout(left(deadline))
             conn.sendall(command.encode() + b"\n")
             lines = []
-            for line in reader:
+            while True:
+                conn.settimeout(left(deadline))
+                line = reader.readline()
+                if not line:
+                    raise ConnectionError(f"gearmand closed the connection during {command}")
                 if line == ".\n":
                     return lines
                 lines.append(line.rstrip("\n"))
-            raise ConnectionError(f"gearmand closed the connection during {command}")
 
         status = listing("status")
         workers = listing("workers")
+        conn.settimeout(left(deadline))
         conn.sendall(b"version\n")
         version = reader.readline().strip()
         if not version.startswith("OK "):
@@ -58,12 +68,12 @@ def admin(host: str, port: int, timeout: float) -> tuple[str, list[str], list[st
         return version[3:], status, workers
 
 
-def queue_rows(db: dict, timeout: float) -> list[tuple[str, int, float]]:
+def queue_rows(db: dict, deadline: float) -> list[tuple[str, int, float]]:
     """Per function: rows in the queue table and the oldest row's age (s)."""
     tls = {"ca": db["ca"], "check_hostname": True} if db.get("ca") else None
     conn = pymysql.connect(host=db["host"], port=db["port"], user=db["user"], password=db["password"],
-                           database=db["database"], ssl=tls, connect_timeout=timeout,
-                           read_timeout=timeout, write_timeout=timeout)
+                           database=db["database"], ssl=tls, connect_timeout=left(deadline),
+                           read_timeout=left(deadline), write_timeout=left(deadline))
     try:
         # The database's own clock, so that the age does not depend on the
         # two hosts agreeing on the time. The statement time limit keeps a
@@ -72,13 +82,15 @@ def queue_rows(db: dict, timeout: float) -> list[tuple[str, int, float]]:
         query = ("SELECT {hint}function_name, COUNT(*), "
                  "TIMESTAMPDIFF(MICROSECOND, MIN(queued_at), NOW(6)) / 1e6 "
                  f"FROM `{db['table']}` GROUP BY function_name")
+        timeout = left(deadline)
         if "mariadb" in conn.get_server_info().lower():
             query = f"SET STATEMENT max_statement_time={timeout:.3f} FOR " + query.format(hint="")
         else:
             query = query.format(hint=f"/*+ MAX_EXECUTION_TIME({int(timeout * 1000)}) */ ")
         with conn.cursor() as cursor:
             cursor.execute(query)
-            return [(name.decode("utf-8", "replace"), int(count), max(float(age or 0), 0.0))
+            return [(name.decode("utf-8", "replace") if isinstance(name, (bytes, bytearray)) else str(name),
+                     int(count), max(float(age or 0), 0.0))
                     for name, count, age in cursor.fetchall()]
     finally:
         conn.close()
@@ -97,34 +109,39 @@ class GearmanCollector:
         # what Prometheus waits (its X-Prometheus-Scrape-Timeout-Seconds,
         # less a margin): a part that hangs reports up 0 rather than
         # failing the scrape.
-        timeout = min(float(self.settings["timeout"]), max(SCRAPE.limit - 0.5, 0.5))
-        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-            gearmand = pool.submit(self.ask_gearmand, timeout)
-            database = pool.submit(self.ask_database, timeout) if self.settings.get("database") else None
-            answer = gearmand.result()
-            yield from self.collect_gearmand(answer)
-            if database:
-                status = answer[1][1] if answer[0] else []
-                functions = {line.split("\t")[0] for line in status if line.count("\t") == 3}
-                yield from self.collect_database(database.result(), functions)
+        deadline = time.monotonic() + min(float(self.settings["timeout"]), max(SCRAPE.limit - 0.5, 0.5))
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+        parts = [pool.submit(self.ask_gearmand, deadline)]
+        if self.settings.get("database"):
+            parts.append(pool.submit(self.ask_database, deadline))
+        concurrent.futures.wait(parts, timeout=left(deadline) + 0.2)
+        # A part still at it past the deadline is down for this scrape; its
+        # thread ends on its own socket timeouts.
+        pool.shutdown(wait=False)
+        answers = [part.result() if part.done() else (False, None) for part in parts]
+        yield from self.collect_gearmand(answers[0])
+        if len(answers) > 1:
+            status = answers[0][1][1] if answers[0][0] else []
+            functions = {line.split("\t")[0] for line in status if line.count("\t") == 3}
+            yield from self.collect_database(answers[1], functions)
 
-    def ask_gearmand(self, timeout: float):
+    def ask_gearmand(self, deadline: float):
         """(True, (version, status, workers, seconds)) or (False, None)."""
         started = time.monotonic()
         try:
-            version, status, workers = admin(self.settings["host"], self.settings["port"], timeout)
-        except (OSError, ValueError) as err:
+            version, status, workers = admin(self.settings["host"], self.settings["port"], deadline)
+        except Exception as err:  # whatever fails, this part is down, the scrape goes on
             print(f"gearmand at {self.settings['host']}:{self.settings['port']}: {err}", file=sys.stderr, flush=True)
             return False, None
         return True, (version, status, workers, time.monotonic() - started)
 
-    def ask_database(self, timeout: float):
+    def ask_database(self, deadline: float):
         """(True, (rows, seconds)) or (False, None)."""
         db = self.settings["database"]
         started = time.monotonic()
         try:
-            rows = queue_rows(db, timeout)
-        except (pymysql.MySQLError, OSError, ValueError) as err:
+            rows = queue_rows(db, deadline)
+        except Exception as err:  # whatever fails, this part is down, the scrape goes on
             print(f"queue database at {db['host']}:{db['port']}: {err}", file=sys.stderr, flush=True)
             return False, None
         return True, (rows, time.monotonic() - started)
@@ -212,6 +229,12 @@ class QuietHandler(WSGIRequestHandler):
 class ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
     """One thread a request: a slow or idle client holds up no other scrape."""
     daemon_threads = True
+
+    def handle_error(self, request, client_address):
+        # A client that went quiet or away is no fault of ours: one line,
+        # not a traceback.
+        error = sys.exc_info()[1]
+        print(f"request from {client_address[0]}: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
 
 
 def with_scrape_limit(app):
