@@ -177,10 +177,14 @@ def jobs_done_in_files(host) -> int:
                if line.startswith("gearman_worker_jobs_total{") and 'outcome="done"' in line)
 
 
-def settled_done_count(host, prometheus_host=None) -> int:
+def settled_done_count(host, prometheus_host=None, expected: int | None = None) -> int:
     """The workers' done count once Prometheus has scraped what their files
-    say (the files are written within a second, scraped every few)."""
+    say (the files are written within a second, scraped every few). With
+    expected, first wait (a minute at most) for the files to reach it: a
+    job just done is counted in memory before it is in a file."""
     query = 'sum(gearman_worker_jobs_total{outcome="done"})'
+    if expected is not None:
+        wait_until(lambda: jobs_done_in_files(host) >= expected, timeout=60)
     assert wait_until(lambda: prometheus_value(prometheus_host or host, query) == jobs_done_in_files(host),
                       timeout=90), (prometheus_value(prometheus_host or host, query), jobs_done_in_files(host))
     return jobs_done_in_files(host)

@@ -106,7 +106,7 @@ def test_prometheus_sees_the_experiment_and_the_no_worker_alert_goes_pending(gea
     gearman.systemctl("start", *ALL_WORKERS)
     assert wait_until(lambda: gearman.query("sum(gearman_function_jobs_queued)") == 0, timeout=90)
     # Exactly the 10 jobs, counted by the workers (across their restart).
-    assert settled_done_count(gearman.host) == before + 10
+    assert settled_done_count(gearman.host, expected=before + 10) == before + 10
     assert wait_until(lambda: not {a for a in gearman.alerts() if a[0] == "GearmanFunctionWithoutWorkers"}, timeout=60)
     # Each job's duration is in the workers' histogram (100 ms of work by default).
     assert gearman.query("sum(gearman_worker_job_duration_seconds_count)") == gearman.query(
