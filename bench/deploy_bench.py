@@ -10,9 +10,19 @@ copy with nothing to change, two: a checksum, then the file's attributes; a
 delegated task counts for the host it ran for);
 then it times 20 `command: /bin/true` tasks on the inventory's first job
 server, the cost of one module run over this connection when the module has
-nothing to do, and 20 `debug` tasks, the controller's own cost of a task. It appends a Markdown
-section to FILE (make bench: docs/benchmarks.md, which bench/queue_bench.py
-has just written) and asserts nothing else.
+nothing to do, and 20 `debug` tasks, the controller's own cost of a task.
+
+With the all-in-one lab, it then times a first converge against a bare
+install, side by side: two fresh hosts from the lab host's image and
+container spec (playbooks/lab.yml), both given the controller's CA (which
+also refreshes their package lists, so neither timing includes that). On
+one, `apt-get install` of every package the converged lab host has and a
+fresh one lacks, and `pip install` of the lab's pinned requirements into a
+virtual environment; on the other, site.yml with the lab's settings. The two
+hosts are removed afterwards.
+
+It appends a Markdown section to FILE (make bench: docs/benchmarks.md,
+which bench/queue_bench.py has just written) and asserts nothing else.
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ import sys
 import tempfile
 import time
 
+import yaml
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Actions the controller does by itself: no module runs on the host.
 LOCAL_ACTIONS = {"set_fact", "assert", "debug", "fail", "include_role", "include_tasks", "import_role",
@@ -36,6 +48,8 @@ LOCAL_ACTIONS = {"set_fact", "assert", "debug", "fail", "include_role", "include
 # Actions that run two modules when nothing changes (stat, then file).
 TWO_RUNS = {"template", "copy"}
 PROBES = 20
+# The first converge's two fresh hosts (bare install, converge).
+BARE, CONVERGE = "gearman-bench-bare", "gearman-bench-converge"
 # The one beside this Python (the project's venv), else the one on PATH.
 _BESIDE = pathlib.Path(sys.executable).parent / "ansible-playbook"
 ANSIBLE_PLAYBOOK = str(_BESIDE) if _BESIDE.exists() else shutil.which("ansible-playbook") or "ansible-playbook"
@@ -99,6 +113,83 @@ def probe(inventory: str, host: str, task: str) -> float:
     return statistics.median(seconds(t["task"]["duration"]) for t in report["plays"][0]["tasks"])
 
 
+def docker(*args: str, stdin: str | None = None) -> str:
+    done = subprocess.run(["docker", *args], input=stdin, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"docker {' '.join(args[:3])} failed: {done.stderr[-2000:]}")
+    return done.stdout
+
+
+def installed(host: str) -> set[str]:
+    """The packages dpkg has fully installed on a container."""
+    lines = docker("exec", host, "dpkg-query", "--show", "--showformat=${db:Status-Status} ${Package}\n")
+    return {line.split()[1] for line in lines.splitlines() if line.startswith("installed ")}
+
+
+def first_converge(inventory: str) -> list[str]:
+    """The first converge of a fresh host against a bare install of what it
+    installs: the report's lines (or why it was not measured)."""
+    listed = json.loads(subprocess.run([str(pathlib.Path(ANSIBLE_PLAYBOOK).with_name("ansible-inventory")), "-i", inventory, "--list"], capture_output=True,
+                                       text=True, check=True, cwd=ROOT).stdout)
+    lab = listed.get("gearman_lab", {}).get("hosts", [])
+    if len(lab) != 1:
+        return ["", "### A first converge against a bare install", "",
+                "Not measured: it needs the all-in-one lab (one host), not this inventory.", ""]
+    source = lab[0]
+    image = docker("inspect", "--format", "{{.Config.Image}}", source).strip()
+    venv = yaml.safe_load((ROOT / "roles/gearman_python/defaults/main.yml").read_text())["gearman_python_venv"]
+    requirements = docker("exec", source, "cat", f"{venv}/requirements.txt")
+    with tempfile.TemporaryDirectory() as hosts_dir, tempfile.TemporaryDirectory() as site_dir:
+        # The two hosts, for lab.yml (made and removed) and the CA play.
+        hosts = pathlib.Path(hosts_dir, "hosts.yml")
+        hosts.write_text(yaml.safe_dump({"all": {"children": {"gearman_lab": {
+            "hosts": {BARE: None, CONVERGE: None}, "vars": {"ansible_connection": "community.docker.docker"}}}}}))
+        # The converge host in the lab's place, with the lab's settings.
+        lab_dir = pathlib.Path(inventory).resolve()
+        pathlib.Path(site_dir, "hosts.yml").write_text(
+            (lab_dir / "hosts.yml").read_text().replace(f"{source}:", f"{CONVERGE}:"))
+        pathlib.Path(site_dir, "group_vars").symlink_to(lab_dir / "group_vars")
+        env = {**os.environ, "LAB_DISTRO": image.rsplit(":", 1)[1]}
+        lab_play = [ANSIBLE_PLAYBOOK, "-i", str(hosts), str(ROOT / "playbooks/lab.yml")]
+        try:
+            subprocess.run(lab_play, check=True, capture_output=True, env=env, cwd=ROOT)
+            playbook(str(hosts), ROOT / "playbooks/controller_ca.yml")
+            wanted = sorted(installed(source) - installed(BARE))
+            docker("exec", "-i", BARE, "tee", "/tmp/requirements.txt", stdin=requirements)
+            started = time.monotonic()
+            docker("exec", "-e", "DEBIAN_FRONTEND=noninteractive", BARE, "sh", "-ec",
+                   f"apt-get install -y -q --no-install-recommends {' '.join(wanted)} >/dev/null\n"
+                   f"python3 -m venv {venv}\n{venv}/bin/pip install -q -r /tmp/requirements.txt")
+            bare = time.monotonic() - started
+            print(f"bare install: {bare:.1f} s ({len(wanted)} packages and the pip requirements)", flush=True)
+            converge, report = playbook(site_dir, "site.yml")
+            print(f"first converge: {converge:.1f} s", flush=True)
+            differ = installed(BARE) ^ installed(CONVERGE)
+        finally:
+            subprocess.run([*lab_play, "-e", "lab_state=absent"], capture_output=True, env=env, cwd=ROOT)
+    changed = sum(stats["changed"] for stats in report["stats"].values())
+    return [
+        "",
+        "### A first converge against a bare install of the same packages",
+        "",
+        f"Two fresh hosts from `{image}`, side by side in one run, package lists already fresh on both. "
+        f"Bare: `apt-get install --no-install-recommends` of the {len(wanted)} packages the converged lab "
+        f"host has and a fresh one lacks, then `python3 -m venv` and `pip install -r` of its pinned "
+        f"requirements. Converge: `site.yml` with the lab's settings ({changed} changes), which also writes "
+        "the settings, makes the lab certificates, creates the database, table and logins, and starts "
+        "and checks the services.",
+        "",
+        "| what | measured |",
+        "| --- | --- |",
+        f"| bare install of the same packages (apt and pip) | {bare:.1f} s |",
+        f"| first converge of site.yml | {converge:.1f} s |",
+        f"| converge / bare install | {converge / bare:.2f}x |",
+        f"| packages that differ between the two hosts afterwards | {len(differ)}"
+        + (f" ({', '.join(sorted(differ)[:10])})" if differ else "") + " |",
+        "",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-i", "--inventory", required=True)
@@ -143,6 +234,7 @@ def main() -> None:
         f"| re-run floor at that cost: module runs x one module run | {runs * per_module:.1f} s |",
         "",
     ]
+    lines += first_converge(args.inventory)
     text = "\n".join(lines)
     print(text)
     if args.report:
