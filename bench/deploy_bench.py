@@ -14,12 +14,12 @@ nothing to do, and 20 `debug` tasks, the controller's own cost of a task.
 
 With the all-in-one lab, it then times a first converge against a bare
 install, side by side: two fresh hosts from the lab host's image and
-container spec (playbooks/lab.yml), both given the controller's CA (which
-also refreshes their package lists, so neither timing includes that). On
-one, `apt-get install` of every package the converged lab host has and a
-fresh one lacks, and `pip install` of the lab's pinned requirements into a
-virtual environment; on the other, site.yml with the lab's settings. The two
-hosts are removed afterwards.
+container spec (playbooks/lab.yml), both given the controller's CA and
+their package lists (neither timing includes that). On one, `apt-get
+install` of every package the converged lab host has and a fresh one lacks,
+and `pip install` of the lab's pinned requirements into a virtual
+environment; then it is stopped, and on the other, site.yml runs with the
+lab's settings. The two hosts are removed afterwards.
 
 It appends a Markdown section to FILE (make bench: docs/benchmarks.md,
 which bench/queue_bench.py has just written) and asserts nothing else.
@@ -126,11 +126,19 @@ def installed(host: str) -> set[str]:
     return {line.split()[1] for line in lines.splitlines() if line.startswith("installed ")}
 
 
+def run_lab(hosts: pathlib.Path, env: dict, *extra: str) -> None:
+    """playbooks/lab.yml for the bench's two hosts (made, or removed)."""
+    done = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(hosts), str(ROOT / "playbooks/lab.yml"), *extra],
+                          capture_output=True, text=True, env=env, cwd=ROOT)
+    if done.returncode:
+        raise SystemExit(f"playbooks/lab.yml {' '.join(extra)} failed ({done.returncode}):\n{done.stdout[-3000:]}")
+
+
 def first_converge(inventory: str) -> list[str]:
     """The first converge of a fresh host against a bare install of what it
     installs: the report's lines (or why it was not measured)."""
-    listed = json.loads(subprocess.run([str(pathlib.Path(ANSIBLE_PLAYBOOK).with_name("ansible-inventory")), "-i", inventory, "--list"], capture_output=True,
-                                       text=True, check=True, cwd=ROOT).stdout)
+    inventory_list = [str(pathlib.Path(ANSIBLE_PLAYBOOK).with_name("ansible-inventory")), "-i", inventory, "--list"]
+    listed = json.loads(subprocess.run(inventory_list, capture_output=True, text=True, check=True, cwd=ROOT).stdout)
     lab = listed.get("gearman_lab", {}).get("hosts", [])
     if len(lab) != 1:
         return ["", "### A first converge against a bare install", "",
@@ -139,21 +147,26 @@ def first_converge(inventory: str) -> list[str]:
     image = docker("inspect", "--format", "{{.Config.Image}}", source).strip()
     venv = yaml.safe_load((ROOT / "roles/gearman_python/defaults/main.yml").read_text())["gearman_python_venv"]
     requirements = docker("exec", source, "cat", f"{venv}/requirements.txt")
+    lab_dir = pathlib.Path(inventory).resolve()
+    lab_dir = lab_dir if lab_dir.is_dir() else lab_dir.parent
     with tempfile.TemporaryDirectory() as hosts_dir, tempfile.TemporaryDirectory() as site_dir:
         # The two hosts, for lab.yml (made and removed) and the CA play.
         hosts = pathlib.Path(hosts_dir, "hosts.yml")
         hosts.write_text(yaml.safe_dump({"all": {"children": {"gearman_lab": {
             "hosts": {BARE: None, CONVERGE: None}, "vars": {"ansible_connection": "community.docker.docker"}}}}}))
         # The converge host in the lab's place, with the lab's settings.
-        lab_dir = pathlib.Path(inventory).resolve()
-        pathlib.Path(site_dir, "hosts.yml").write_text(
-            (lab_dir / "hosts.yml").read_text().replace(f"{source}:", f"{CONVERGE}:"))
+        lab_hosts = yaml.safe_load((lab_dir / "hosts.yml").read_text())
+        pathlib.Path(site_dir, "hosts.yml").write_text(yaml.safe_dump(renamed(lab_hosts, source, CONVERGE)))
         pathlib.Path(site_dir, "group_vars").symlink_to(lab_dir / "group_vars")
         env = {**os.environ, "LAB_DISTRO": image.rsplit(":", 1)[1]}
-        lab_play = [ANSIBLE_PLAYBOOK, "-i", str(hosts), str(ROOT / "playbooks/lab.yml")]
         try:
-            subprocess.run(lab_play, check=True, capture_output=True, env=env, cwd=ROOT)
+            # Fresh: containers an interrupted run left go first.
+            run_lab(hosts, env, "-e", "lab_state=absent")
+            run_lab(hosts, env)
             playbook(str(hosts), ROOT / "playbooks/controller_ca.yml")
+            # Package lists fetched on both, outside the timings.
+            for host in (BARE, CONVERGE):
+                docker("exec", host, "apt-get", "update", "-q")
             wanted = sorted(installed(source) - installed(BARE))
             docker("exec", "-i", BARE, "tee", "/tmp/requirements.txt", stdin=requirements)
             started = time.monotonic()
@@ -162,22 +175,29 @@ def first_converge(inventory: str) -> list[str]:
                    f"python3 -m venv {venv}\n{venv}/bin/pip install -q -r /tmp/requirements.txt")
             bare = time.monotonic() - started
             print(f"bare install: {bare:.1f} s ({len(wanted)} packages and the pip requirements)", flush=True)
+            # Its services (MariaDB, gearmand, ...) started with the
+            # packages: stopped, so that they take nothing from the converge.
+            bare_installed = installed(BARE)
+            docker("stop", BARE)
             converge, report = playbook(site_dir, "site.yml")
             print(f"first converge: {converge:.1f} s", flush=True)
-            differ = installed(BARE) ^ installed(CONVERGE)
+            differ = bare_installed ^ installed(CONVERGE)
         finally:
-            subprocess.run([*lab_play, "-e", "lab_state=absent"], capture_output=True, env=env, cwd=ROOT)
+            try:
+                run_lab(hosts, env, "-e", "lab_state=absent")
+            except SystemExit as error:
+                print(f"WARNING: the bench's hosts may be left ({BARE}, {CONVERGE}): {error}", file=sys.stderr)
     changed = sum(stats["changed"] for stats in report["stats"].values())
     return [
         "",
         "### A first converge against a bare install of the same packages",
         "",
-        f"Two fresh hosts from `{image}`, side by side in one run, package lists already fresh on both. "
-        f"Bare: `apt-get install --no-install-recommends` of the {len(wanted)} packages the converged lab "
-        f"host has and a fresh one lacks, then `python3 -m venv` and `pip install -r` of its pinned "
-        f"requirements. Converge: `site.yml` with the lab's settings ({changed} changes), which also writes "
-        "the settings, makes the lab certificates, creates the database, table and logins, and starts "
-        "and checks the services.",
+        f"Two fresh hosts from `{image}`, side by side in one run, their package lists fetched first "
+        f"(not timed). Bare: `apt-get install --no-install-recommends` of the {len(wanted)} packages the "
+        f"converged lab host has and a fresh one lacks, then `python3 -m venv` and `pip install -r` of its "
+        f"pinned requirements. Converge: `site.yml` with the lab's settings ({changed} changes), which also "
+        "writes the settings, makes the lab certificates, creates the database, table and logins, and "
+        "starts and checks the services.",
         "",
         "| what | measured |",
         "| --- | --- |",
@@ -188,6 +208,13 @@ def first_converge(inventory: str) -> list[str]:
         + (f" ({', '.join(sorted(differ)[:10])})" if differ else "") + " |",
         "",
     ]
+
+
+def renamed(node, old: str, new: str):
+    """An inventory with host OLD named NEW wherever it is listed."""
+    if isinstance(node, dict):
+        return {(new if key == old else key): renamed(value, old, new) for key, value in node.items()}
+    return node
 
 
 def main() -> None:
@@ -234,11 +261,16 @@ def main() -> None:
         f"| re-run floor at that cost: module runs x one module run | {runs * per_module:.1f} s |",
         "",
     ]
-    lines += first_converge(args.inventory)
+    # Written before the first converge, which takes minutes and can fail.
+    report(lines, args.report)
+    report(first_converge(args.inventory), args.report)
+
+
+def report(lines: list[str], path: str | None) -> None:
     text = "\n".join(lines)
-    print(text)
-    if args.report:
-        with open(args.report, "a") as out:
+    print(text, flush=True)
+    if path:
+        with open(path, "a") as out:
             out.write(text)
 
 
