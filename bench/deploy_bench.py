@@ -55,8 +55,11 @@ _BESIDE = pathlib.Path(sys.executable).parent / "ansible-playbook"
 ANSIBLE_PLAYBOOK = str(_BESIDE) if _BESIDE.exists() else shutil.which("ansible-playbook") or "ansible-playbook"
 
 
-def playbook(inventory: str, path: pathlib.Path | str, *extra: str) -> tuple[float, dict]:
-    env = {**{k: v for k, v in os.environ.items() if k != "ANSIBLE_CALLBACKS_ENABLED"},
+def playbook(inventory: str, path: pathlib.Path | str, *extra: str,
+             env: dict[str, str] | None = None) -> tuple[float, dict]:
+    """Seconds and the JSON report of one playbook run (ENV added to this
+    process's environment); a failed run ends the bench with its output."""
+    env = {**{k: v for k, v in os.environ.items() if k != "ANSIBLE_CALLBACKS_ENABLED"}, **(env or {}),
            "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json", "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
     started = time.monotonic()
     done = subprocess.run([ANSIBLE_PLAYBOOK, "-i", inventory, str(path), *extra],
@@ -126,14 +129,6 @@ def installed(host: str) -> set[str]:
     return {line.split()[1] for line in lines.splitlines() if line.startswith("installed ")}
 
 
-def run_lab(hosts: pathlib.Path, env: dict, *extra: str) -> None:
-    """playbooks/lab.yml for the bench's two hosts (made, or removed)."""
-    done = subprocess.run([ANSIBLE_PLAYBOOK, "-i", str(hosts), str(ROOT / "playbooks/lab.yml"), *extra],
-                          capture_output=True, text=True, env=env, cwd=ROOT)
-    if done.returncode:
-        raise SystemExit(f"playbooks/lab.yml {' '.join(extra)} failed ({done.returncode}):\n{done.stdout[-3000:]}")
-
-
 def first_converge(inventory: str) -> list[str]:
     """The first converge of a fresh host against a bare install of what it
     installs: the report's lines (or why it was not measured)."""
@@ -158,11 +153,12 @@ def first_converge(inventory: str) -> list[str]:
         lab_hosts = yaml.safe_load((lab_dir / "hosts.yml").read_text())
         pathlib.Path(site_dir, "hosts.yml").write_text(yaml.safe_dump(renamed(lab_hosts, source, CONVERGE)))
         pathlib.Path(site_dir, "group_vars").symlink_to(lab_dir / "group_vars")
-        env = {**os.environ, "LAB_DISTRO": image.rsplit(":", 1)[1]}
+        lab_play = (str(hosts), ROOT / "playbooks/lab.yml")
+        lab_env = {"LAB_DISTRO": image.rsplit(":", 1)[1]}
         try:
             # Fresh: containers an interrupted run left go first.
-            run_lab(hosts, env, "-e", "lab_state=absent")
-            run_lab(hosts, env)
+            playbook(*lab_play, "-e", "lab_state=absent", env=lab_env)
+            playbook(*lab_play, env=lab_env)
             playbook(str(hosts), ROOT / "playbooks/controller_ca.yml")
             # Package lists fetched on both, outside the timings.
             for host in (BARE, CONVERGE):
@@ -184,7 +180,7 @@ def first_converge(inventory: str) -> list[str]:
             differ = bare_installed ^ installed(CONVERGE)
         finally:
             try:
-                run_lab(hosts, env, "-e", "lab_state=absent")
+                playbook(*lab_play, "-e", "lab_state=absent", env=lab_env)
             except SystemExit as error:
                 print(f"WARNING: the bench's hosts may be left ({BARE}, {CONVERGE}): {error}", file=sys.stderr)
     changed = sum(stats["changed"] for stats in report["stats"].values())
