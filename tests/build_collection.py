@@ -32,7 +32,9 @@ def build(folder: Path) -> Path:
     (folder / "dist").mkdir(parents=True)
     galaxy("build", "--output-path", folder / "dist", ROOT, cwd=ROOT)
     (tarball,) = (folder / "dist").glob("*.tar.gz")
-    galaxy("install", "--no-deps", "--collections-path", folder, tarball, cwd=folder)
+    # --force: the clone itself is a collections path (collections/, for
+    # the plugins), where ansible-galaxy would find it "already installed".
+    galaxy("install", "--no-deps", "--force", "--collections-path", folder, tarball, cwd=folder)
     return tarball
 
 

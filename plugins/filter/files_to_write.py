@@ -1,0 +1,99 @@
+"""The files_to_write filter: which of a role's files and folders a host lacks
+as the role would write them, from one look at them all (the paths_info
+module). A role's file tasks then run only for those paths, so a host that
+has them all costs one module run instead of one or two per path."""
+
+from __future__ import annotations
+
+import hashlib
+
+DOCUMENTATION = r"""
+name: files_to_write
+short_description: The paths of the wanted files a host does not have as wanted
+description:
+  - Compares what a role would write (each file's path, content, owner, group
+    and mode; or a folder's) with what M(jobqueue.gearman.paths_info)
+    found there, and returns the paths that are missing or differ in kind
+    (file or folder), content (SHA-1), owner, group or mode.
+  - The content is rendered on the controller, for example with the
+    C(ansible.builtin.template) lookup, and written as it is (with
+    M(ansible.builtin.copy)'s C(content)), so that what is compared is what
+    is written.
+options:
+  _input:
+    description: The files as the host should have them.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      dest: {description: Absolute path., type: str, required: true}
+      content:
+        description: The whole content of a regular file. Without it, the path is a directory.
+        type: str
+      owner: {description: Owner's name., type: str, required: true}
+      group: {description: Group's name., type: str, required: true}
+      mode: {description: Octal mode as a string, like C("0644")., type: str, required: true}
+  found:
+    description: What M(jobqueue.gearman.paths_info) registered for them.
+    type: dict
+    required: true
+"""
+
+EXAMPLES = r"""
+- name: Look at the files this role writes
+  jobqueue.gearman.paths_info:
+    paths: "{{ _my_files | map(attribute='dest') }}"
+  register: _my_files_found
+
+# _my_files: [{dest: /etc/my.conf, content: "{{ lookup('ansible.builtin.template', 'my.conf.j2') }}",
+#              owner: root, group: root, mode: "0644"}]
+- name: Write those that differ, and only those
+  ansible.builtin.copy:
+    content: "{{ item.content }}"
+    dest: "{{ item.dest }}"
+    owner: "{{ item.owner }}"
+    group: "{{ item.group }}"
+    mode: "{{ item.mode }}"
+  loop: "{{ _my_files | selectattr('dest', 'in', _my_files | jobqueue.gearman.files_to_write(_my_files_found)) }}"
+  loop_control:
+    label: "{{ item.dest }}"
+"""
+
+RETURN = r"""
+_value:
+  description: The paths to write, in the order given.
+  type: list
+  elements: str
+"""
+
+
+def _same(want: dict, got: dict) -> bool:
+    """Whether what was found is what is wanted: a regular file with the
+    content, or a directory where no content is given; with the owner, group
+    and mode (compared as numbers: "644" is "0644")."""
+    if not got.get("exists"):
+        return False
+    if "content" in want:
+        kind = got.get("kind") == "file" and got.get("checksum") == _sha1(want["content"])
+    else:
+        kind = got.get("kind") == "directory"
+    return (
+        kind
+        and got.get("owner") == want["owner"]
+        and got.get("group") == want["group"]
+        and int(str(got.get("mode")), 8) == int(str(want["mode"]), 8)
+    )
+
+
+def _sha1(content) -> str:
+    return hashlib.sha1(str(content).encode("utf-8")).hexdigest()
+
+
+def files_to_write(wanted: list[dict], found: dict) -> list[str]:
+    have = (found or {}).get("paths", {})
+    return [want["dest"] for want in wanted if not _same(want, have.get(want["dest"], {}))]
+
+
+class FilterModule:
+    def filters(self):
+        return {"files_to_write": files_to_write}

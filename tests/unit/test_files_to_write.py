@@ -1,0 +1,45 @@
+"""A role's one look at its files: the paths_info module reports what each
+path is, and the files_to_write filter names those that are missing or
+differ in kind, content, owner, group or mode, and no other. The roles
+write only what it names, so a path it wrongly leaves out is never fixed."""
+
+from __future__ import annotations
+
+import grp
+import hashlib
+import json
+import os
+import pwd
+
+from conftest import ansible_playbook
+
+
+def test_one_look_names_exactly_the_files_that_differ(tmp_path):
+    folder = tmp_path / "files"
+    folder.mkdir()
+    for name, text, mode in [("same", "same\n", 0o644), ("mode", "mode\n", 0o600),
+                             ("content", "old\n", 0o644), ("group", "group\n", 0o644),
+                             ("file-not-folder", "", 0o755)]:
+        (folder / name).write_text(text)
+        os.chmod(folder / name, mode)
+    (folder / "folder").mkdir(mode=0o755)
+    os.chmod(folder / "folder", 0o755)
+    (folder / "link").symlink_to(folder / "same")
+    user, group = pwd.getpwuid(os.getuid()).pw_name, grp.getgrgid(os.getgid()).gr_name
+
+    run = ansible_playbook("tests/unit/files_to_write.yml", "-e",
+                           json.dumps({"folder": str(folder), "user": user, "group": group}))
+    assert run.returncode == 0, run.stdout + run.stderr
+    answer = json.loads((tmp_path / "answer.json").read_text())
+
+    looked = answer["looked"]
+    assert looked[f"{folder}/same"] == {"exists": True, "kind": "file", "owner": user, "group": group,
+                                        "mode": "0644", "checksum": hashlib.sha1(b"same\n").hexdigest()}
+    assert looked[f"{folder}/missing"] == {"exists": False}
+    assert looked[f"{folder}/missing/below"] == {"exists": False}
+    assert looked[f"{folder}/folder"]["kind"] == "directory"
+    assert looked[f"{folder}/link"]["kind"] == "link"
+    assert "checksum" not in looked[f"{folder}/link"]
+
+    assert answer["to_write"] == [f"{folder}/{name}" for name in
+                                  ("mode", "content", "group", "missing", "missing/below", "file-not-folder", "link")]
