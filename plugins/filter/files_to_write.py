@@ -9,6 +9,7 @@ import hashlib
 
 DOCUMENTATION = r"""
 name: files_to_write
+version_added: 1.1.0
 short_description: The paths of the wanted files a host does not have as wanted
 description:
   - Compares what a role would write (each file's path, content, owner, group
@@ -32,11 +33,12 @@ options:
         type: str
       owner: {description: Owner's name., type: str, required: true}
       group: {description: Group's name., type: str, required: true}
-      mode: {description: Octal mode as a string, like C("0644")., type: str, required: true}
+      mode: {description: 'Octal mode as a string, like C("0644").', type: raw, required: true}
   found:
     description: What M(jobqueue.gearman.paths_info) registered for them.
     type: dict
     required: true
+    positional: true
 """
 
 EXAMPLES = r"""
@@ -70,7 +72,8 @@ _value:
 def _same(want: dict, got: dict) -> bool:
     """Whether what was found is what is wanted: a regular file with the
     content, or a directory where no content is given; with the owner, group
-    and mode (compared as numbers: "644" is "0644")."""
+    and mode (compared as numbers: "644" is "0644"). A path that is a link
+    is never what is wanted: links are not followed."""
     if not got.get("exists"):
         return False
     if "content" in want:
@@ -81,12 +84,18 @@ def _same(want: dict, got: dict) -> bool:
         kind
         and got.get("owner") == want["owner"]
         and got.get("group") == want["group"]
-        and int(str(got.get("mode")), 8) == int(str(want["mode"]), 8)
+        and _mode(got.get("mode")) == _mode(want["mode"])
     )
 
 
 def _sha1(content) -> str:
-    return hashlib.sha1(str(content).encode("utf-8")).hexdigest()
+    text = "" if content is None else str(content)
+    return hashlib.sha1(text.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _mode(value) -> int:
+    """A mode as Ansible's file modules read it: a string in octal, a number as is."""
+    return value if isinstance(value, int) else int(str(value), 8)
 
 
 def files_to_write(wanted: list[dict], found: dict) -> list[str]:

@@ -14,13 +14,14 @@ description:
     tell with one module run which of its files differ from what it would
     write (see the P(jobqueue.gearman.files_to_write#filter) filter). A
     missing path, or one in a missing folder, is reported as missing.
-  - Symbolic links are not followed.
+  - Symbolic links are not followed. Each path is reported under the key it
+    was given as (no C(~) or variable expansion).
 version_added: 1.1.0
 options:
   paths:
     description: Absolute paths.
     type: list
-    elements: path
+    elements: str
     required: true
 attributes:
   check_mode:
@@ -87,7 +88,7 @@ def describe(module: AnsibleModule, path: str) -> dict:
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec={"paths": {"type": "list", "elements": "path", "required": True}},
+    module = AnsibleModule(argument_spec={"paths": {"type": "list", "elements": "str", "required": True}},
                            supports_check_mode=True)
     module.exit_json(changed=False, paths={path: describe(module, path) for path in module.params["paths"]})
 

@@ -19,7 +19,8 @@ def test_one_look_names_exactly_the_files_that_differ(tmp_path):
     folder.mkdir()
     for name, text, mode in [("same", "same\n", 0o644), ("mode", "mode\n", 0o600),
                              ("content", "old\n", 0o644), ("group", "group\n", 0o644),
-                             ("file-not-folder", "", 0o755)]:
+                             ("file-not-folder", "", 0o755), ("empty", "", 0o640), ("none", "", 0o640),
+                             ("mode-as-number", "same\n", 0o644)]:
         (folder / name).write_text(text)
         os.chmod(folder / name, mode)
     (folder / "folder").mkdir(mode=0o755)
