@@ -1,5 +1,5 @@
 """The files_to_write filter: which of a role's files and folders a host lacks
-as the role would write them, from one look at them all (the paths_info
+as the role would write them, from one look at them all (the state_info
 module). A role's file tasks then run only for those paths, so a host that
 has them all costs one module run instead of one or two per path."""
 
@@ -13,7 +13,7 @@ version_added: 1.1.0
 short_description: The paths of the wanted files a host does not have as wanted
 description:
   - Compares what a role would write (each file's path, content, owner, group
-    and mode; or a folder's) with what M(jobqueue.gearman.paths_info)
+    and mode; or a folder's) with what M(jobqueue.gearman.state_info)
     found there, and returns the paths that are missing or differ in kind
     (file or folder), content (SHA-1), owner, group or mode.
   - The content is rendered on the controller, for example with the
@@ -35,7 +35,7 @@ options:
       group: {description: Group's name., type: str, required: true}
       mode: {description: 'Octal mode as a string, like C("0644").', type: raw, required: true}
   found:
-    description: What M(jobqueue.gearman.paths_info) registered for them.
+    description: What M(jobqueue.gearman.state_info) registered for them.
     type: dict
     required: true
     positional: true
@@ -43,7 +43,7 @@ options:
 
 EXAMPLES = r"""
 - name: Look at the files this role writes
-  jobqueue.gearman.paths_info:
+  jobqueue.gearman.state_info:
     paths: "{{ _my_files | map(attribute='dest') }}"
   register: _my_files_found
 

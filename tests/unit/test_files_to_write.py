@@ -1,4 +1,4 @@
-"""A role's one look at its files: the paths_info module reports what each
+"""A role's one look at its files: the state_info module reports what each
 path is, and the files_to_write filter names those that are missing or
 differ in kind, content, owner, group or mode, and no other. The roles
 write only what it names, so a path it wrongly leaves out is never fixed."""
@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import pwd
+import subprocess
 
 from conftest import ansible_playbook
 
@@ -44,3 +45,37 @@ def test_one_look_names_exactly_the_files_that_differ(tmp_path):
 
     assert answer["to_write"] == [f"{folder}/{name}" for name in
                                   ("mode", "content", "group", "missing", "missing/below", "file-not-folder", "link")]
+
+
+def test_one_look_reports_accounts_processes_and_units(tmp_path):
+    """The same look tells a role whether its account is as wanted, what a
+    running daemon's command line is, and (where systemd does not run, as
+    on this machine) reports no unit, so that a role starts its service
+    rather than skip it."""
+    me = pwd.getpwuid(os.getuid())
+    group = grp.getgrgid(os.getgid()).gr_name
+    sleeper = subprocess.Popen(["sleep", "301"])
+    try:
+        run = ansible_playbook("tests/unit/state_info.yml", "-e", json.dumps({
+            "user": me.pw_name, "group": group, "home": me.pw_dir, "shell": me.pw_shell,
+            "process": "sleep", "answer": str(tmp_path / "answer.json")}))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert run.returncode == 0, run.stdout + run.stderr
+    answer = json.loads((tmp_path / "answer.json").read_text())
+
+    looked = answer["looked"]
+    assert looked["users"][me.pw_name] == {
+        "exists": True, "uid": me.pw_uid, "group": grp.getgrgid(me.pw_gid).gr_name,
+        "home": me.pw_dir, "shell": me.pw_shell, "comment": me.pw_gecos}
+    assert looked["users"]["no-such-user-here"] == {"exists": False}
+    assert looked["groups"][group] == {"exists": True, "gid": os.getgid()}
+    assert looked["groups"]["no-such-group-here"] == {"exists": False}
+    assert "sleep 301" in looked["processes"]["sleep"]
+    assert looked["processes"]["no-such-process"] == []
+    assert not os.path.isdir("/run/systemd/system"), "this test expects a host without systemd"
+    assert looked["units"] == {}
+
+    assert answer["like"] == {"same": True, "other_shell": False, "missing": False, "group": True,
+                              "no_systemd": False}

@@ -1,0 +1,274 @@
+#!/usr/bin/python
+"""state_info: what a role needs to know of a host, in one module run."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: state_info
+short_description: A role's paths, services and accounts, in one look
+description:
+  - For each path given, whether it exists and, if so, its kind (regular
+    file, directory, symbolic link or other), owner, group, octal mode and,
+    for a regular file, the SHA-1 checksum of its content. Symbolic links
+    are not followed; a path in a missing folder is missing.
+  - For each systemd unit given, its load, active, sub and unit file states,
+    from one C(systemctl show). A name with C(*) or C(?) is a pattern, which
+    stands for the units systemd has loaded under it and those enabled by a
+    link in a C(.wants) folder of C(/etc/systemd/system).
+  - For each user and group given, whether it exists and, for a user, its
+    primary group, home, shell and comment.
+  - For each process name given, the command line of every process of that
+    name, read from C(/proc) (minimal hosts have no C(ps)).
+  - One module run instead of one for each path, service and account, so
+    that a role runs the tasks that change a host only where something
+    differs (see the P(jobqueue.gearman.files_to_write#filter) filter and
+    the P(jobqueue.gearman.like#test) test). Each entry is keyed by the name
+    it was given as.
+version_added: 1.1.0
+options:
+  paths:
+    description: Absolute paths.
+    type: list
+    elements: str
+    default: []
+  units:
+    description:
+      - systemd unit names, with their suffix, or patterns.
+      - Where systemd does not run, no unit is reported.
+    type: list
+    elements: str
+    default: []
+  users:
+    description: User names.
+    type: list
+    elements: str
+    default: []
+  groups:
+    description: Group names.
+    type: list
+    elements: str
+    default: []
+  processes:
+    description: Process names, as the kernel has them (C(/proc/PID/comm)).
+    type: list
+    elements: str
+    default: []
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+author: The jobqueue.gearman maintainers
+"""
+
+EXAMPLES = r"""
+- name: Look at the job server's files, its service and its account
+  jobqueue.gearman.state_info:
+    paths: [/etc/gearmand.conf, /etc/default/gearman-job-server]
+    units: [gearman-job-server.service]
+    users: [gearman]
+    groups: [gearman]
+  register: _my_found
+
+- name: Start it, unless it is enabled and running
+  ansible.builtin.systemd_service:
+    name: gearman-job-server.service
+    enabled: true
+    state: started
+  when: >-
+    _my_found.units['gearman-job-server.service'] is not
+    jobqueue.gearman.like({'unit_file_state': 'enabled', 'active_state': 'active'})
+"""
+
+RETURN = r"""
+paths:
+  description: One entry for each path given, keyed by the path.
+  returned: always
+  type: dict
+  sample:
+    /etc/gearmand.conf:
+      exists: true
+      kind: file
+      owner: root
+      group: gearman
+      mode: "0640"
+      checksum: 2aae6c35c94fcfb415dbe95f408b9ce91ee846ed
+    /etc/missing: {exists: false}
+units:
+  description:
+    - One entry for each unit given and each unit a pattern stands for,
+      keyed by its name. C(exists) is false when systemd knows no such unit.
+    - Empty where systemd does not run.
+  returned: always
+  type: dict
+  sample:
+    gearman-job-server.service:
+      exists: true
+      load_state: loaded
+      active_state: active
+      sub_state: running
+      unit_file_state: enabled
+users:
+  description: One entry for each user given.
+  returned: always
+  type: dict
+  sample:
+    gearman: {exists: true, uid: 999, group: gearman, home: /var/lib/gearman, shell: /usr/sbin/nologin, comment: Gearman Job Server}
+groups:
+  description: One entry for each group given.
+  returned: always
+  type: dict
+  sample:
+    gearman: {exists: true, gid: 999}
+processes:
+  description:
+    - For each process name given, the command lines of the processes of
+      that name (none when none runs), each its arguments joined by spaces.
+  returned: always
+  type: dict
+  sample:
+    gearmand: ["/usr/sbin/gearmand --listen=127.0.0.1 --port=4730"]
+"""
+
+import fnmatch
+import glob
+import grp
+import os
+import pwd
+import stat
+
+from ansible.module_utils.basic import AnsibleModule
+
+_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "UnitFileState")
+
+
+def _name(lookup, number: int) -> str:
+    try:
+        return lookup(number)[0]
+    except KeyError:
+        return str(number)
+
+
+def describe_path(module: AnsibleModule, path: str) -> dict:
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return {"exists": False}
+    kinds = ((stat.S_ISREG, "file"), (stat.S_ISDIR, "directory"), (stat.S_ISLNK, "link"))
+    info = {
+        "exists": True,
+        "kind": next((name for test, name in kinds if test(st.st_mode)), "other"),
+        "owner": _name(pwd.getpwuid, st.st_uid),
+        "group": _name(grp.getgrgid, st.st_gid),
+        "mode": "%04o" % stat.S_IMODE(st.st_mode),
+    }
+    if info["kind"] == "file":
+        info["checksum"] = module.digest_from_file(path, "sha1")
+    return info
+
+
+def describe_user(name: str) -> dict:
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return {"exists": False}
+    return {"exists": True, "uid": entry.pw_uid, "group": _name(grp.getgrgid, entry.pw_gid),
+            "home": entry.pw_dir, "shell": entry.pw_shell, "comment": entry.pw_gecos}
+
+
+def describe_group(name: str) -> dict:
+    try:
+        return {"exists": True, "gid": grp.getgrnam(name).gr_gid}
+    except KeyError:
+        return {"exists": False}
+
+
+def _systemd_runs() -> bool:
+    return os.path.isdir("/run/systemd/system")
+
+
+def _expand(module: AnsibleModule, systemctl: str, pattern: str) -> list[str]:
+    """The units a pattern stands for: loaded ones, and those enabled by a link."""
+    rc, out, err = module.run_command([systemctl, "list-units", "--all", "--plain", "--no-legend", "--", pattern])
+    if rc != 0:
+        module.fail_json(msg=f"systemctl list-units {pattern} failed: {err.strip()}")
+    names = [line.split()[0] for line in out.splitlines() if line.strip()]
+    for link in glob.glob("/etc/systemd/system/*.wants/*"):
+        if fnmatch.fnmatchcase(os.path.basename(link), pattern):
+            names.append(os.path.basename(link))
+    return names
+
+
+def describe_units(module: AnsibleModule, wanted: list[str]) -> dict:
+    if not wanted or not _systemd_runs():
+        return {}
+    systemctl = module.get_bin_path("systemctl", required=True)
+    names: list[str] = []
+    for name in wanted:
+        for unit in (_expand(module, systemctl, name) if any(c in name for c in "*?[") else [name]):
+            if unit not in names:
+                names.append(unit)
+    if not names:
+        return {}
+    rc, out, err = module.run_command([systemctl, "show", "--property=" + ",".join(_PROPERTIES), "--"] + names)
+    if rc != 0:
+        module.fail_json(msg=f"systemctl show failed: {err.strip()}")
+    # One block of properties for each unit, in the order asked, each
+    # property on its own line (systemctl's own order, not ours).
+    blocks = [dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+              for block in out.strip().split("\n\n")]
+    if len(blocks) != len(names):
+        module.fail_json(msg=f"systemctl show answered for {len(blocks)} of {len(names)} units", output=out)
+    units = {}
+    for name, props in zip(names, blocks):
+        units[name] = {
+            "exists": props.get("LoadState") not in ("not-found", None),
+            "load_state": props.get("LoadState", ""),
+            "active_state": props.get("ActiveState", ""),
+            "sub_state": props.get("SubState", ""),
+            "unit_file_state": props.get("UnitFileState", ""),
+        }
+    return units
+
+
+def command_lines(wanted: list[str]) -> dict:
+    found: dict = {name: [] for name in wanted}
+    if not wanted:
+        return found
+    for entry in sorted(os.listdir("/proc")):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/comm", "rb") as comm:
+                name = comm.read().decode("utf-8", "replace").rstrip("\n")
+            if name not in found:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                raw = cmdline.read()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if not raw:  # a zombie or a kernel thread: no arguments to report
+            continue
+        args = raw.rstrip(b"\0").split(b"\0")
+        found[name].append(" ".join(arg.decode("utf-8", "replace") for arg in args))
+    return found
+
+
+def main() -> None:
+    names = {"type": "list", "elements": "str", "default": []}
+    module = AnsibleModule(argument_spec={"paths": names, "units": names, "users": names, "groups": names,
+                                          "processes": names},
+                           supports_check_mode=True)
+    params = module.params
+    module.exit_json(
+        changed=False,
+        paths={path: describe_path(module, path) for path in params["paths"]},
+        units=describe_units(module, params["units"]),
+        users={name: describe_user(name) for name in params["users"]},
+        groups={name: describe_group(name) for name in params["groups"]},
+        processes=command_lines(params["processes"]),
+    )
+
+
+if __name__ == "__main__":
+    main()
