@@ -1,8 +1,10 @@
-"""Helpers for the unit tests: run ansible-playbook on the control machine."""
+"""Helpers for the unit tests: run ansible-playbook on the control machine,
+and load one of the collection's plugins as plain Python."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.util
 import json
 import os
 import subprocess
@@ -11,6 +13,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def plugin_module(relative: str):
+    """A plugin of the collection (plugins/...), imported from its file."""
+    spec = importlib.util.spec_from_file_location(Path(relative).stem, ROOT / "plugins" / relative)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def ansible_playbook(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
