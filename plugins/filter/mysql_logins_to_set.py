@@ -22,7 +22,7 @@ description:
     different, so the module decides), when its TLS requirement is not the
     wanted one, or when its privileges are not exactly the wanted ones (the
     module revokes those not asked for, global ones other than USAGE
-    included).
+    included, and the grant option, which the role never gives).
 options:
   _input:
     description: The logins as the server should have them.
@@ -48,8 +48,9 @@ options:
     description:
       - The rows read, as C(logins) (user, host, ssl_type, plugin,
         authentication_string) and C(privileges) (grantee, db, name, priv,
-        col; name C(*) for a database's, db C(*) for global ones, col null
-        but for column privileges).
+        col, grantable; name C(*) for a database's, db C(*) for global
+        ones, col null but for column privileges, grantable C(YES) where
+        the privilege was given WITH GRANT OPTION).
     type: dict
     required: true
     positional: true
@@ -62,7 +63,8 @@ EXAMPLES = r"""
     host: "{{ item.host }}"
     password: "{{ item.password }}"
     priv: "{{ item.priv }}"
-  loop: "{{ _my_logins | selectattr('key', 'in', _my_logins | jobqueue.gearman.mysql_logins_to_set(_my_found)) }}"
+  loop: "{{ _my_logins }}"
+  when: (item.user ~ '@' ~ item.host) in _my_logins | jobqueue.gearman.mysql_logins_to_set(_my_found)
   no_log: true
 """
 
@@ -118,10 +120,12 @@ def mysql_logins_to_set(logins, found) -> list:
     rows = {(row["user"], row["host"]): row for row in found.get("logins", [])}
     held: dict = {}
     for row in found.get("privileges", []):
-        if row["priv"].upper() == "USAGE":
-            continue
-        held.setdefault(row["grantee"], set()).add(
-            (row["db"], row["name"], row["priv"].upper(), row.get("col") or None))
+        privileges = held.setdefault(row["grantee"], set())
+        if row["priv"].upper() != "USAGE":
+            privileges.add((row["db"], row["name"], row["priv"].upper(), row.get("col") or None))
+        # WITH GRANT OPTION shows only here, on a global grant as USAGE's.
+        if str(row.get("grantable", "NO")).upper() == "YES":
+            privileges.add((row["db"], row["name"], "GRANT OPTION", None))
     to_set = []
     for login in logins:
         row = rows.get((login["user"], login["host"]))

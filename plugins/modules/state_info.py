@@ -12,7 +12,7 @@ description:
     for a regular file, the SHA-1 checksum of its content. Symbolic links
     are not followed; a path in a missing folder is missing.
   - For each systemd unit given, its load, active, sub and unit file states,
-    from one C(systemctl show). A name with C(*) or C(?) is a pattern, which
+    from one C(systemctl show). A name with C(*), C(?) or C([) is a pattern, which
     stands for the units systemd has loaded under it and those enabled by a
     link in a C(.wants) folder of C(/etc/systemd/system).
   - For each user and group given, whether it exists and, for a user, its
@@ -33,7 +33,8 @@ options:
     default: []
   units:
     description:
-      - systemd unit names, with their suffix, or patterns.
+      - systemd unit names (C(.service) may be left out) or patterns with
+        C(*), C(?) or C([...]).
       - Where systemd does not run, no unit is reported.
     type: list
     elements: str

@@ -9,12 +9,12 @@ name: like
 version_added: 1.1.0
 short_description: Whether a unit or account found on a host is as wanted
 description:
-  - True when the entry M(jobqueue.gearman.state_info) reported exists and
+  - True when an entry M(jobqueue.gearman.state_info) reported exists and
     has each of the wanted values; false when it is missing, empty (as for a
     unit where systemd does not run) or differs in one of them.
 options:
   _input:
-    description: One entry of the module's C(units), C(users) or C(groups).
+    description: One entry of the module's C(paths), C(units), C(users) or C(groups).
     type: dict
     required: true
   wanted:

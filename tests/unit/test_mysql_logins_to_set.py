@@ -81,6 +81,13 @@ def test_native_hash_is_what_mariadb_stores():
     ("another table's", {"privileges": lambda rows: [
         {**r, "name": "gearman_queue_b"} if r["priv"] == "INSERT" else r for r in rows]},
      ["gearman@10.0.0.5"]),
+    ("the grant option", {"privileges": lambda rows: [
+        {**r, "grantable": "YES"} if r["priv"] == "USAGE" and r["grantee"].startswith("'gearman'") else r
+        for r in rows]},
+     ["gearman@10.0.0.5"]),
+    ("a table privilege with the grant option", {"privileges": lambda rows: [
+        {**r, "grantable": "YES"} if r["priv"] == "SELECT" and r["col"] else r for r in rows]},
+     ["gearman_exporter@10.0.0.5"]),
     ("a column less", {"privileges": lambda rows: [r for r in rows if r["col"] != "queued_at"]},
      ["gearman_exporter@10.0.0.5"]),
     ("the whole table instead of two columns", {"privileges": lambda rows: [
