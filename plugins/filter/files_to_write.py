@@ -1,4 +1,4 @@
-"""The files_to_write filter: which of a role's files and folders a host lacks
+"""The files_to_write filter: those of a role's files and folders a host lacks
 as the role would write them, from one look at them all (the state_info
 module). A role's file tasks then run only for those paths, so a host that
 has them all costs one module run instead of one or two per path."""
@@ -10,12 +10,15 @@ import hashlib
 DOCUMENTATION = r"""
 name: files_to_write
 version_added: 1.1.0
-short_description: The paths of the wanted files a host does not have as wanted
+short_description: The wanted files and folders a host does not have as wanted
 description:
   - Compares what a role would write (each file's path, content, owner, group
     and mode; or a folder's) with what M(jobqueue.gearman.state_info)
-    found there, and returns the paths that are missing or differ in kind
-    (file or folder), content (SHA-1), owner, group or mode.
+    found there, and returns the entries of those that are missing or differ
+    in kind (file or folder), content (SHA-1), owner, group or mode.
+  - A role keeps that list once, right after its look (C(set_fact)), and
+    its write tasks loop over it: the contents are not rendered again for
+    each task, and a host that has everything skips them cheaply.
   - The content is rendered on the controller, for example with the
     C(ansible.builtin.template) lookup, and written as it is (with
     M(ansible.builtin.copy)'s C(content)), so that what is compared is what
@@ -49,23 +52,27 @@ EXAMPLES = r"""
 
 # _my_files: [{dest: /etc/my.conf, content: "{{ lookup('ansible.builtin.template', 'my.conf.j2') }}",
 #              owner: root, group: root, mode: "0644"}]
-- name: Write those that differ, and only those
+- name: Keep those that differ
+  ansible.builtin.set_fact:
+    _my_to_write: "{{ _my_files | jobqueue.gearman.files_to_write(_my_files_found) }}"
+
+- name: Write those, and only those
   ansible.builtin.copy:
     content: "{{ item.content }}"
     dest: "{{ item.dest }}"
     owner: "{{ item.owner }}"
     group: "{{ item.group }}"
     mode: "{{ item.mode }}"
-  loop: "{{ _my_files | selectattr('dest', 'in', _my_files | jobqueue.gearman.files_to_write(_my_files_found)) }}"
+  loop: "{{ _my_to_write }}"
   loop_control:
     label: "{{ item.dest }}"
 """
 
 RETURN = r"""
 _value:
-  description: The paths to write, in the order given.
+  description: The entries of the input to write (or folders to make), as given and in the order given.
   type: list
-  elements: str
+  elements: dict
 """
 
 
@@ -98,9 +105,9 @@ def _mode(value) -> int:
     return value if isinstance(value, int) else int(str(value), 8)
 
 
-def files_to_write(wanted: list[dict], found: dict) -> list[str]:
+def files_to_write(wanted: list[dict], found: dict) -> list[dict]:
     have = (found or {}).get("paths", {})
-    return [want["dest"] for want in wanted if not _same(want, have.get(want["dest"], {}))]
+    return [want for want in wanted if not _same(want, have.get(want["dest"], {}))]
 
 
 class FilterModule:

@@ -19,6 +19,9 @@ description:
     primary group, home, shell and comment.
   - For each process name given, the command line of every process of that
     name, read from C(/proc) (minimal hosts have no C(ps)).
+  - For each command given, its exit status and output. Only commands that
+    read are for here (for example C(php -m)): the module runs them in
+    check mode too, and reports no change.
   - One module run instead of one for each path, service and account, so
     that a role runs the tasks that change a host only where something
     differs (see the P(jobqueue.gearman.files_to_write#filter) filter and
@@ -54,6 +57,15 @@ options:
     type: list
     elements: str
     default: []
+  commands:
+    description:
+      - Commands to run, each an argument list (no shell), keyed by a name
+        of the caller's choice.
+      - A command whose program is not there (not on the C(PATH), or a
+        missing absolute path) is not run, so a look before an install does
+        not fail.
+    type: dict
+    default: {}
 attributes:
   check_mode:
     support: full
@@ -129,6 +141,15 @@ processes:
   type: dict
   sample:
     gearmand: ["/usr/sbin/gearmand --listen=127.0.0.1 --port=4730"]
+commands:
+  description:
+    - For each command given, under its name, C(run) (false when its program
+      is not there, and then nothing else) and its C(rc), C(stdout) and
+      C(stderr).
+  returned: always
+  type: dict
+  sample:
+    modules: {run: true, rc: 0, stdout: "[PHP Modules]\ngearman\n", stderr: ""}
 """
 
 import fnmatch
@@ -136,6 +157,7 @@ import glob
 import grp
 import os
 import pwd
+import shutil
 import stat
 
 from ansible.module_utils.basic import AnsibleModule
@@ -255,10 +277,24 @@ def command_lines(wanted: list[str]) -> dict:
     return found
 
 
+def run_commands(module: AnsibleModule, wanted: dict) -> dict:
+    ran = {}
+    for name, argv in wanted.items():
+        if not isinstance(argv, list) or not argv or not all(isinstance(arg, str) for arg in argv):
+            module.fail_json(msg=f"commands: {name} must be a non-empty list of strings, not {argv!r}")
+        program = argv[0]
+        if not (os.access(program, os.X_OK) if "/" in program else shutil.which(program)):
+            ran[name] = {"run": False}
+            continue
+        rc, out, err = module.run_command(argv)
+        ran[name] = {"run": True, "rc": rc, "stdout": out, "stderr": err}
+    return ran
+
+
 def main() -> None:
     names = {"type": "list", "elements": "str", "default": []}
     module = AnsibleModule(argument_spec={"paths": names, "units": names, "users": names, "groups": names,
-                                          "processes": names},
+                                          "processes": names, "commands": {"type": "dict", "default": {}}},
                            supports_check_mode=True)
     params = module.params
     module.exit_json(
@@ -268,6 +304,7 @@ def main() -> None:
         users={name: describe_user(name) for name in params["users"]},
         groups={name: describe_group(name) for name in params["groups"]},
         processes=command_lines(params["processes"]),
+        commands=run_commands(module, params["commands"]),
     )
 
 

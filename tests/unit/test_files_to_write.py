@@ -43,15 +43,19 @@ def test_one_look_names_exactly_the_files_that_differ(tmp_path):
     assert looked[f"{folder}/link"]["kind"] == "link"
     assert "checksum" not in looked[f"{folder}/link"]
 
-    assert answer["to_write"] == [f"{folder}/{name}" for name in
-                                  ("mode", "content", "group", "missing", "missing/below", "file-not-folder", "link")]
+    assert [entry["dest"] for entry in answer["to_write"]] == [
+        f"{folder}/{name}" for name in
+        ("mode", "content", "group", "missing", "missing/below", "file-not-folder", "link")]
+    # Each as the role gave it, content included: the write tasks loop over these.
+    assert answer["to_write"][1] == {"dest": f"{folder}/content", "content": "new\n", "owner": user,
+                                     "group": group, "mode": "0644"}
 
 
-def test_one_look_reports_accounts_processes_and_units(tmp_path):
+def test_one_look_reports_accounts_processes_units_and_commands(tmp_path):
     """The same look tells a role whether its account is as wanted, what a
-    running daemon's command line is, and (where systemd does not run, as
-    on this machine) reports no unit, so that a role starts its service
-    rather than skip it."""
+    running daemon's command line is, and what a command that reads
+    answers; and (where systemd does not run, as on this machine) it
+    reports no unit, so that a role starts its service rather than skip it."""
     me = pwd.getpwuid(os.getuid())
     group = grp.getgrgid(os.getgid()).gr_name
     sleeper = subprocess.Popen(["sleep", "301"])
@@ -74,6 +78,11 @@ def test_one_look_reports_accounts_processes_and_units(tmp_path):
     assert looked["groups"]["no-such-group-here"] == {"exists": False}
     assert "sleep 301" in looked["processes"]["sleep"]
     assert looked["processes"]["no-such-process"] == []
+    # A command is run and its answer kept; one whose program is not
+    # there is left out (a look before the install that brings it).
+    assert looked["commands"]["said"] == {"run": True, "rc": 3, "stdout": "said\n", "stderr": "warned\n"}
+    assert looked["commands"]["absent"] == {"run": False}
+    assert looked["commands"]["absent_path"] == {"run": False}
     like = {"same": True, "other_shell": False, "missing": False, "group": True}
     if os.path.isdir("/run/systemd/system"):  # a developer's machine: ssh.service as it is
         assert set(looked["units"]) >= {"ssh.service"}
