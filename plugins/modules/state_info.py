@@ -19,6 +19,9 @@ description:
     primary group, home, shell and comment.
   - For each process name given, the command line of every process of that
     name, read from C(/proc) (minimal hosts have no C(ps)).
+  - On request, the names of the packages dpkg has fully installed, read
+    from its status file (no C(dpkg-query) run, and no C(python3-apt)
+    needed as M(ansible.builtin.package_facts) needs it).
   - For each command given, its exit status and output. Only commands that
     read are for here (for example C(php -m)): the module runs them in
     check mode too, and reports no change.
@@ -57,6 +60,10 @@ options:
     type: list
     elements: str
     default: []
+  installed_packages:
+    description: Whether to list the packages dpkg has fully installed.
+    type: bool
+    default: false
   commands:
     description:
       - Commands to run, each an argument list (no shell), keyed by a name
@@ -141,6 +148,14 @@ processes:
   type: dict
   sample:
     gearmand: ["/usr/sbin/gearmand --listen=127.0.0.1 --port=4730"]
+installed_packages:
+  description:
+    - The names of the packages whose dpkg status is C(installed), sorted,
+      when asked for; empty where there is no dpkg.
+  returned: always
+  type: list
+  elements: str
+  sample: [gearman-job-server, gearman-tools, mariadb-server]
 commands:
   description:
     - For each command given, under its name, C(run) (false when its program
@@ -277,6 +292,30 @@ def command_lines(wanted: list[str]) -> dict:
     return found
 
 
+DPKG_STATUS = "/var/lib/dpkg/status"
+
+
+def installed_packages() -> list[str]:
+    """The packages whose status (its third word) is "installed": those
+    removed with their configuration left, or half set up, are not."""
+    try:
+        with open(DPKG_STATUS, encoding="utf-8", errors="replace") as status:
+            text = status.read()
+    except FileNotFoundError:
+        return []
+    names = set()
+    for stanza in text.split("\n\n"):
+        package = state = None
+        for line in stanza.splitlines():
+            if line.startswith("Package:"):
+                package = line.split(":", 1)[1].strip()
+            elif line.startswith("Status:"):
+                state = line.split(":", 1)[1].split()
+        if package and state and len(state) == 3 and state[2] == "installed":
+            names.add(package)
+    return sorted(names)
+
+
 def run_commands(module: AnsibleModule, wanted: dict) -> dict:
     ran = {}
     for name, argv in wanted.items():
@@ -294,7 +333,8 @@ def run_commands(module: AnsibleModule, wanted: dict) -> dict:
 def main() -> None:
     names = {"type": "list", "elements": "str", "default": []}
     module = AnsibleModule(argument_spec={"paths": names, "units": names, "users": names, "groups": names,
-                                          "processes": names, "commands": {"type": "dict", "default": {}}},
+                                          "processes": names, "commands": {"type": "dict", "default": {}},
+                                          "installed_packages": {"type": "bool", "default": False}},
                            supports_check_mode=True)
     params = module.params
     module.exit_json(
@@ -304,6 +344,7 @@ def main() -> None:
         users={name: describe_user(name) for name in params["users"]},
         groups={name: describe_group(name) for name in params["groups"]},
         processes=command_lines(params["processes"]),
+        installed_packages=installed_packages() if params["installed_packages"] else [],
         commands=run_commands(module, params["commands"]),
     )
 

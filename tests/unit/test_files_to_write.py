@@ -83,6 +83,10 @@ def test_one_look_reports_accounts_processes_units_and_commands(tmp_path):
     assert looked["commands"]["said"] == {"run": True, "rc": 3, "stdout": "said\n", "stderr": "warned\n"}
     assert looked["commands"]["absent"] == {"run": False}
     assert looked["commands"]["absent_path"] == {"run": False}
+    # What dpkg itself calls installed (this machine is Debian), and no more.
+    dpkg = subprocess.run(["dpkg-query", "--show", "--showformat=${Package} ${db:Status-Status}\n"],
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+    assert looked["installed_packages"] == sorted({line.split()[0] for line in dpkg if line.endswith(" installed")})
     like = {"same": True, "other_shell": False, "missing": False, "group": True}
     if os.path.isdir("/run/systemd/system"):  # a developer's machine: ssh.service as it is
         assert set(looked["units"]) >= {"ssh.service"}

@@ -103,6 +103,15 @@ BAD_SETTINGS = [
 ]
 
 
+def test_every_bad_monitoring_setting_is_named_in_one_refusal(tmp_path):
+    rc, out = preflight(tmp_path, {"gs1": {}}, gearman_prometheus_node_exporter=True,
+                        gearman_prometheus_retention="15", gearman_prometheus_port=0,
+                        gearman_prometheus_growing_for="10m")
+    assert refused(rc, out) == [
+        "gearman_prometheus_retention takes a Prometheus duration, a number and a unit (ms, s, m, h, d, w, y)"
+        " such as 30s or 15m; it is '15'. gearman_prometheus_port takes a TCP port (1-65535); it is 0."]
+
+
 @pytest.mark.parametrize(
     ("settings", "refusal"),
     BAD_SETTINGS,
