@@ -16,9 +16,10 @@ description:
     and mode; or a folder's) with what M(jobqueue.gearman.state_info)
     found there, and returns the entries of those that are missing or differ
     in kind (file or folder), content (SHA-1), owner, group or mode.
-  - A role keeps that list once, right after its look (C(set_fact)), and
-    its write tasks loop over it: the contents are not rendered again for
-    each task, and a host that has everything skips them cheaply.
+  - Where several tasks read that list, a role keeps it once, right after
+    its look (C(set_fact)), and its write tasks loop over it, so the
+    contents are not rendered again for each task and a host that has
+    everything skips them cheaply.
   - The content is rendered on the controller, for example with the
     C(ansible.builtin.template) lookup, and written as it is (with
     M(ansible.builtin.copy)'s C(content)), so that what is compared is what

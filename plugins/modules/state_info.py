@@ -20,11 +20,12 @@ description:
   - For each process name given, the command line of every process of that
     name, read from C(/proc) (minimal hosts have no C(ps)).
   - On request, the names of the packages dpkg has fully installed, read
-    from its status file (no C(dpkg-query) run, and no C(python3-apt)
-    needed as M(ansible.builtin.package_facts) needs it).
+    from its status file and the journal of its updates (no C(dpkg-query)
+    run, and no C(python3-apt) needed as M(ansible.builtin.package_facts)
+    needs it).
   - For each command given, its exit status and output. Only commands that
-    read are for here (for example C(php -m)): the module runs them in
-    check mode too, and reports no change.
+    read are for here, for example C(php -m), since the module runs them in
+    check mode too and reports no change.
   - One module run instead of one for each path, service and account, so
     that a role runs the tasks that change a host only where something
     differs (see the P(jobqueue.gearman.files_to_write#filter) filter and
@@ -292,40 +293,54 @@ def command_lines(wanted: list[str]) -> dict:
     return found
 
 
-DPKG_STATUS = "/var/lib/dpkg/status"
+DPKG_DIR = "/var/lib/dpkg"
 
 
-def installed_packages() -> list[str]:
+def _dpkg_records(text: str) -> dict:
+    """Each package's status in dpkg's format, keyed by name and architecture
+    (a package installed for two architectures has a record for each)."""
+    records = {}
+    for stanza in text.split("\n\n"):
+        fields = {}
+        for line in stanza.splitlines():
+            if line[:1] not in ("", " ", "\t") and ":" in line:
+                key, _, value = line.partition(":")
+                fields[key] = value.strip()
+        if fields.get("Package"):
+            records[(fields["Package"], fields.get("Architecture", ""))] = fields.get("Status", "").split()
+    return records
+
+
+def installed_packages(dpkg_dir: str = DPKG_DIR) -> list[str]:
     """The packages whose status (its third word) is "installed": those
-    removed with their configuration left, or half set up, are not."""
+    removed with their configuration left, or half set up, are not. The
+    journal of updates dpkg has not yet folded into its status file (after
+    an interrupted run) is applied on top, in order, as dpkg-query does."""
     try:
-        with open(DPKG_STATUS, encoding="utf-8", errors="replace") as status:
-            text = status.read()
+        with open(os.path.join(dpkg_dir, "status"), encoding="utf-8", errors="replace") as status:
+            records = _dpkg_records(status.read())
     except FileNotFoundError:
         return []
-    names = set()
-    for stanza in text.split("\n\n"):
-        package = state = None
-        for line in stanza.splitlines():
-            if line.startswith("Package:"):
-                package = line.split(":", 1)[1].strip()
-            elif line.startswith("Status:"):
-                state = line.split(":", 1)[1].split()
-        if package and state and len(state) == 3 and state[2] == "installed":
-            names.add(package)
-    return sorted(names)
+    journal = os.path.join(dpkg_dir, "updates")
+    for name in sorted(os.listdir(journal) if os.path.isdir(journal) else [], key=lambda n: (len(n), n)):
+        if name.isdigit():
+            with open(os.path.join(journal, name), encoding="utf-8", errors="replace") as update:
+                records.update(_dpkg_records(update.read()))
+    return sorted({name for (name, _), state in records.items() if len(state) == 3 and state[2] == "installed"})
 
 
 def run_commands(module: AnsibleModule, wanted: dict) -> dict:
     ran = {}
     for name, argv in wanted.items():
-        if not isinstance(argv, list) or not argv or not all(isinstance(arg, str) for arg in argv):
-            module.fail_json(msg=f"commands: {name} must be a non-empty list of strings, not {argv!r}")
+        if not isinstance(argv, list) or not argv or any(isinstance(arg, (dict, list)) for arg in argv):
+            module.fail_json(msg=f"commands: {name} must be a non-empty list of arguments, not {argv!r}")
+        # As the command module takes them: a number is its text.
+        argv = [str(arg) for arg in argv]
         program = argv[0]
         if not (os.access(program, os.X_OK) if "/" in program else shutil.which(program)):
             ran[name] = {"run": False}
             continue
-        rc, out, err = module.run_command(argv)
+        rc, out, err = module.run_command(argv, expand_user_and_vars=False)
         ran[name] = {"run": True, "rc": rc, "stdout": out, "stderr": err}
     return ran
 

@@ -6,6 +6,7 @@ scenario deploys from the installed tarball, by fully qualified names.)"""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
@@ -77,3 +78,16 @@ def test_ansible_doc_lists_every_default_with_its_description_type_and_default(i
         assert option.get("type"), f"{name} has no type"
         if name in defaults:
             assert option.get("default") == defaults[name], name
+
+
+@pytest.mark.parametrize("plugin", sorted(str(p.relative_to(ROOT / "plugins")) for p in (ROOT / "plugins").rglob("*.py")))
+def test_each_plugins_documentation_is_yaml(plugin):
+    """ansible-doc and the collection's import read these; a colon in the
+    wrong place makes them unreadable without failing anything else."""
+    tree = ast.parse((ROOT / "plugins" / plugin).read_text())
+    docs = {target.id: node.value.value for node in tree.body if isinstance(node, ast.Assign)
+            for target in node.targets if isinstance(target, ast.Name)
+            and target.id in ("DOCUMENTATION", "EXAMPLES", "RETURN")}
+    assert "DOCUMENTATION" in docs or plugin.startswith("module_utils/"), plugin
+    for name, text in docs.items():
+        assert yaml.safe_load(text) is not None, f"{plugin}: {name} is empty"

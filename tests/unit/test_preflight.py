@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -42,7 +43,8 @@ def refused(rc: int, output: str) -> list[str]:
 
 
 def preflight(tmp_path, servers: dict[str, dict], db: dict[str, dict] | None = None,
-              workers: dict[str, dict] | None = None, **all_vars):
+              workers: dict[str, dict] | None = None, playbook: Path = ROOT / "playbooks/preflight.yml",
+              extra: tuple[str, ...] = (), **all_vars):
     # Stand-in hosts on this machine: gearman_common is told they have no
     # packages rather than asking dpkg here.
     local = {"ansible_connection": "local", "_gearman_common_installed": []}
@@ -63,7 +65,7 @@ def preflight(tmp_path, servers: dict[str, dict], db: dict[str, dict] | None = N
             del inventory["all"]["vars"][key]
     path = tmp_path / "hosts.yml"
     path.write_text(yaml.safe_dump(inventory))
-    result = ansible_playbook("-i", str(path), str(ROOT / "playbooks/preflight.yml"))
+    result = ansible_playbook("-i", str(path), str(playbook), *extra)
     return result.returncode, result.stdout + result.stderr
 
 
@@ -101,6 +103,27 @@ BAD_SETTINGS = [
     ({"gearman_db_tls": "maybe"}, "gearman_db_tls: takes auto (TLS when the database is on another host), true or false, not 'maybe'."),
     ({"gearman_mysql_tls_enabled": "maybe"}, "gearman_mysql_tls_enabled: takes auto (when a job server reaches this database over TLS), true or false, not 'maybe'."),
 ]
+
+
+def test_a_role_played_without_the_preflight_still_refuses_a_bad_setting(tmp_path):
+    """site.yml's roles leave out the checks its preflight has just made; a
+    play of one's own, giving the role another value, gets them. Run in
+    check mode: the refusal comes first, before anything that would change."""
+    play = tmp_path / "play.yml"
+    play.write_text(yaml.safe_dump([{"name": "A play of one's own", "hosts": "gearman_servers",
+                                     "gather_facts": False,
+                                     "roles": [{"role": "gearman", "gearman_port": 70000}]}]))
+    rc, out = preflight(tmp_path, {"gs1": {}}, playbook=play, extra=("--check",))
+    assert refused(rc, out) == ["gearman_port: takes a TCP port from 1 to 65535, not 70000."]
+
+
+def test_site_yml_leaves_the_checks_out_only_after_its_preflight():
+    imports = yaml.safe_load((ROOT / "playbooks/site.yml").read_text())
+    assert imports[0]["ansible.builtin.import_playbook"] == "preflight.yml"
+    assert "vars" not in imports[0]
+    for entry in imports[1:]:
+        assert entry.get("vars", {}).get("_gearman_checked") is True or entry["ansible.builtin.import_playbook"] \
+            == "queue_db_tls.yml", entry
 
 
 def test_every_bad_monitoring_setting_is_named_in_one_refusal(tmp_path):
