@@ -324,8 +324,11 @@ def installed_packages(dpkg_dir: str = DPKG_DIR) -> list[str]:
     journal = os.path.join(dpkg_dir, "updates")
     for name in sorted(os.listdir(journal) if os.path.isdir(journal) else [], key=lambda n: (len(n), n)):
         if name.isdigit():
-            with open(os.path.join(journal, name), encoding="utf-8", errors="replace") as update:
-                records.update(_dpkg_records(update.read()))
+            try:
+                with open(os.path.join(journal, name), encoding="utf-8", errors="replace") as update:
+                    records.update(_dpkg_records(update.read()))
+            except FileNotFoundError:  # folded into the status file meanwhile by a running dpkg
+                continue
     return sorted({name for (name, _), state in records.items() if len(state) == 3 and state[2] == "installed"})
 
 
@@ -337,7 +340,8 @@ def run_commands(module: AnsibleModule, wanted: dict) -> dict:
         # As the command module takes them: a number is its text.
         argv = [str(arg) for arg in argv]
         program = argv[0]
-        if not (os.access(program, os.X_OK) if "/" in program else shutil.which(program)):
+        if not (os.path.isfile(program) and os.access(program, os.X_OK) if "/" in program
+                else shutil.which(program)):
             ran[name] = {"run": False}
             continue
         rc, out, err = module.run_command(argv, expand_user_and_vars=False)

@@ -84,6 +84,9 @@ def test_one_look_reports_accounts_processes_units_and_commands(tmp_path):
     assert looked["commands"]["said"] == {"run": True, "rc": 3, "stdout": "said\n", "stderr": "warned\n"}
     assert looked["commands"]["absent"] == {"run": False}
     assert looked["commands"]["absent_path"] == {"run": False}
+    assert looked["commands"]["not_a_program"] == {"run": False}
+    assert looked["commands"]["number"]["stdout"] == "5\n"
+    assert looked["commands"]["literal"]["stdout"] == "$HOME ~\n"
     # What dpkg itself calls installed, and no more (where there is dpkg).
     if shutil.which("dpkg-query"):
         dpkg = subprocess.run(["dpkg-query", "--show", "--showformat=${Package} ${db:Status-Status}\n"],

@@ -43,8 +43,8 @@ def refused(rc: int, output: str) -> list[str]:
 
 
 def preflight(tmp_path, servers: dict[str, dict], db: dict[str, dict] | None = None,
-              workers: dict[str, dict] | None = None, playbook: Path = ROOT / "playbooks/preflight.yml",
-              extra: tuple[str, ...] = (), **all_vars):
+              workers: dict[str, dict] | None = None, monitoring: dict[str, dict] | None = None,
+              playbook: Path = ROOT / "playbooks/preflight.yml", extra: tuple[str, ...] = (), **all_vars):
     # Stand-in hosts on this machine: gearman_common is told they have no
     # packages rather than asking dpkg here.
     local = {"ansible_connection": "local", "_gearman_common_installed": []}
@@ -57,6 +57,7 @@ def preflight(tmp_path, servers: dict[str, dict], db: dict[str, dict] | None = N
                 "gearman_db": {"hosts": {h: {**local, **v} for h, v in
                                          ({next(iter(servers)): {}} if db is None else db).items()}},
                 "gearman_workers": {"hosts": {h: {**local, **v} for h, v in (workers or {}).items()}},
+                "gearman_monitoring": {"hosts": {h: {**local, **v} for h, v in (monitoring or {}).items()}},
             },
         }
     }
@@ -102,19 +103,39 @@ BAD_SETTINGS = [
     ({"gearman_keepalive_count": 0}, "gearman_keepalive_count: takes a count of probes from 1 to 127, not '0'."),
     ({"gearman_db_tls": "maybe"}, "gearman_db_tls: takes auto (TLS when the database is on another host), true or false, not 'maybe'."),
     ({"gearman_mysql_tls_enabled": "maybe"}, "gearman_mysql_tls_enabled: takes auto (when a job server reaches this database over TLS), true or false, not 'maybe'."),
+    ({"gearman_mysql_max_allowed_packet": "lots"}, "gearman_mysql_max_allowed_packet: takes a size such as 64M or 1G, not 'lots'."),
+    ({"gearman_exporter_port": 0}, "gearman_exporter_port takes a TCP port (1-65535) and gearman_exporter_timeout 1 or more seconds; they are 0 and 5."),
+    ({"gearman_exporter_timeout": 0}, "gearman_exporter_port takes a TCP port (1-65535) and gearman_exporter_timeout 1 or more seconds; they are 9418 and 0."),
 ]
 
 
-def test_a_role_played_without_the_preflight_still_refuses_a_bad_setting(tmp_path):
+# Each role entry point that leaves its checks out in site.yml, a bad value
+# given to it in a play of one's own, and the refusal it must still meet.
+OWN_PLAYS = [
+    ("gearman", "main", {"gearman_port": 70000}, "gearman_port: takes a TCP port from 1 to 65535, not 70000."),
+    ("gearman_mysql", "main", {"gearman_mysql_max_allowed_packet": "lots"},
+     "gearman_mysql_max_allowed_packet: takes a size such as 64M or 1G, not 'lots'."),
+    ("gearman_exporter", "main", {"gearman_exporter_port": 0},
+     "gearman_exporter_port takes a TCP port (1-65535) and gearman_exporter_timeout 1 or more seconds; they are 0 and 5."),
+    ("gearman_prometheus", "main", {"gearman_prometheus_port": 0}, "gearman_prometheus_port takes a TCP port (1-65535); it is 0."),
+    ("gearman_prometheus", "node_exporter", {"gearman_prometheus_node_exporter_port": 0},
+     "gearman_prometheus_node_exporter_port takes a TCP port (1-65535); it is 0."),
+]
+
+
+@pytest.mark.parametrize(("role", "entry", "settings", "refusal"), OWN_PLAYS,
+                         ids=[f"{role}-{entry}" for role, entry, _, _ in OWN_PLAYS])
+def test_a_role_played_without_the_preflight_still_refuses_a_bad_setting(tmp_path, role, entry, settings, refusal):
     """site.yml's roles leave out the checks its preflight has just made; a
     play of one's own, giving the role another value, gets them. Run in
     check mode: the refusal comes first, before anything that would change."""
     play = tmp_path / "play.yml"
     play.write_text(yaml.safe_dump([{"name": "A play of one's own", "hosts": "gearman_servers",
                                      "gather_facts": False,
-                                     "roles": [{"role": "gearman", "gearman_port": 70000}]}]))
+                                     "tasks": [{"name": "The role", "ansible.builtin.include_role": {
+                                         "name": role, "tasks_from": entry}, "vars": settings}]}]))
     rc, out = preflight(tmp_path, {"gs1": {}}, playbook=play, extra=("--check",))
-    assert refused(rc, out) == ["gearman_port: takes a TCP port from 1 to 65535, not 70000."]
+    assert refused(rc, out) == [refusal]
 
 
 def test_site_yml_leaves_the_checks_out_only_after_its_preflight():
@@ -124,6 +145,11 @@ def test_site_yml_leaves_the_checks_out_only_after_its_preflight():
     for entry in imports[1:]:
         assert entry.get("vars", {}).get("_gearman_checked") is True or entry["ansible.builtin.import_playbook"] \
             == "queue_db_tls.yml", entry
+
+
+def test_the_monitoring_host_is_checked_without_a_node_exporter(tmp_path):
+    rc, out = preflight(tmp_path, {"gs1": {}}, monitoring={"mon1": {}}, gearman_prometheus_port=0)
+    assert refused(rc, out) == ["gearman_prometheus_port takes a TCP port (1-65535); it is 0."]
 
 
 def test_every_bad_monitoring_setting_is_named_in_one_refusal(tmp_path):

@@ -120,3 +120,15 @@ def test_role_variables_carry_their_own_role_prefix(role):
             assert source not in (None, role) and name not in spec(source), f"{name} is not borrowed"
         else:
             assert source == role, f"{role} declares {name}, which is named after {source or 'no role'}"
+
+
+def test_the_roles_read_only_facts_of_the_minimal_set():
+    """The README (and the lab, with gearman_gather_subset: [min]) counts on
+    it: a role reading another fact would fail where only those are gathered."""
+    minimal = {"distribution", "distribution_major_version", "service_mgr"}
+    read = set()
+    for path in [*ROOT.glob("roles/**/*"), *ROOT.glob("playbooks/**/*.yml"), ROOT / "site.yml"]:
+        if path.is_file() and path.suffix in (".yml", ".j2", ".py"):
+            text = path.read_text(errors="replace")
+            read |= set(re.findall(r"ansible_facts(?:\.|\[['\"])(\w+)", text))
+    assert read and read <= minimal, sorted(read - minimal)
