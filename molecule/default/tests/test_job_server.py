@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 import uuid
 
-from conftest import DB, PORT, TABLE, leaks, wait_until
+from conftest import DB, PORT, TABLE, VENV, leaks, wait_until
 
 # What gearmand's MySQL queue does with its table: look it up and read it at
 # start (SHOW TABLES, SELECT), add a row per background job (INSERT), delete
@@ -34,6 +34,55 @@ def test_site_yml_again_changes_nothing_and_prints_no_secret(host, gearman, pass
     assert " changed=0 " in recap.group(0), "\n".join(
         task for task, after in zip(changed, changed[1:] + [""]) if after.startswith("changed:"))
     assert leaks(result.stdout + result.stderr, password) == []
+
+
+# One change by hand to each part of the deployment that a role looks at
+# before it does anything. Where a role's look finds nothing to do, the
+# role leaves out its install, write and start tasks as a whole: each
+# change here must still be found and undone by a re-run.
+FILES_CHANGED_BY_HAND = [
+    "/etc/default/gearman-job-server",  # gearman
+    "/etc/mysql/mariadb.conf.d/60-gearman.cnf",  # gearman_mysql, the server
+    "/etc/default/prometheus-node-exporter",  # gearman_prometheus, the node exporter
+    "/etc/prometheus/prometheus.yml",  # gearman_prometheus
+]
+UNITS_STOPPED_BY_HAND = [
+    "gearman-exporter.service",  # gearman_exporter
+    "gearman-worker-python@1.service",  # gearman_workers
+]
+REMOVED_BY_HAND = [
+    "/usr/local/bin/gearman-client.py",  # gearman_python
+    f"{VENV}/requirements.txt",
+]
+
+
+def test_site_yml_again_puts_back_what_was_changed_by_hand(host, gearman, workers_restored):
+    """Second, on the converged host: a file edited, a service stopped and
+    disabled, a sample removed, a database login dropped, in every role
+    that can leave out its tasks; one run of the scenario's own playbook
+    (converge.yml: here it, not site.yml, puts Prometheus on the job
+    server) puts each back as it was."""
+    before = {path: host.file(path).sha256sum for path in FILES_CHANGED_BY_HAND + REMOVED_BY_HAND}
+    exporter_logins = gearman.sql(
+        "SELECT Host FROM mysql.user WHERE User = 'gearman_exporter' ORDER BY Host").split()
+    assert exporter_logins, "no exporter login to drop"
+    for path in FILES_CHANGED_BY_HAND:
+        host.check_output("echo '# changed by hand' >> %s", path)
+    gearman.systemctl("disable", "--now", *UNITS_STOPPED_BY_HAND)
+    host.check_output("rm" + " %s" * len(REMOVED_BY_HAND), *REMOVED_BY_HAND)
+    gearman.sql(f"DROP USER 'gearman_exporter'@'{exporter_logins[0]}'")
+
+    result = gearman.play("molecule/default/converge.yml")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+
+    assert {path: host.file(path).sha256sum for path in before} == before
+    for unit in UNITS_STOPPED_BY_HAND + ["gearman-job-server.service", "mariadb.service", "prometheus.service",
+                                         "prometheus-node-exporter.service"]:
+        service = host.service(unit)
+        assert service.is_running and service.is_enabled, unit
+    assert gearman.sql(
+        "SELECT Host FROM mysql.user WHERE User = 'gearman_exporter' ORDER BY Host").split() == exporter_logins
+    assert wait_until(gearman.accepting)
 
 
 def test_gearmand_is_a_running_enabled_systemd_service(host, gearman):
