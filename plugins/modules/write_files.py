@@ -24,6 +24,10 @@ description:
   - Where a file fails its check, that file is left as it was, the files
     before it in the list are written, those after it are not, and the task
     fails with the checker's output.
+  - As M(ansible.builtin.copy) and M(ansible.builtin.file) do by default, a
+    symbolic link where a file is wanted is replaced by the file, and one
+    where a folder is wanted is followed (the folder it points to gets the
+    owner, group and mode).
 version_added: 1.1.0
 options:
   files:
@@ -93,6 +97,7 @@ import stat
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.parsing.convert_bool import boolean
 
 
 class Refused(Exception):
@@ -120,7 +125,7 @@ def attributes_differ(found: os.stat_result, uid_gid: tuple[int, int] | None, mo
 
 
 def set_attributes(path: str, uid_gid: tuple[int, int], mode: int) -> None:
-    os.chown(path, *uid_gid, follow_symlinks=False)
+    os.chown(path, *uid_gid)
     os.chmod(path, mode)
 
 
@@ -128,7 +133,7 @@ def make_folder(entry: dict, check_mode: bool) -> bool:
     path, mode = entry["dest"], wanted_mode(entry)
     uid_gid = ids(entry, check_mode)
     try:
-        found = os.lstat(path)
+        found = os.stat(path)  # a link to a folder is followed
     except FileNotFoundError:
         found = None
     if found is not None and not stat.S_ISDIR(found.st_mode):
@@ -157,17 +162,19 @@ def write_file(module: AnsibleModule, entry: dict, check_mode: bool, diffs: list
         found = os.lstat(path)
     except FileNotFoundError:
         found = None
-    if found is not None and not stat.S_ISREG(found.st_mode):
-        raise Refused(f"{path}: wanted a regular file, found something else there (a folder or a link)")
+    link = found is not None and stat.S_ISLNK(found.st_mode)
+    if found is not None and not (link or stat.S_ISREG(found.st_mode)):
+        raise Refused(f"{path}: wanted a regular file, found something else there (a folder?)")
     before = None
-    if found is not None:
+    if found is not None and not link:
         with open(path, "rb") as current:
             before = current.read()
-    if before == content and not attributes_differ(found, uid_gid, mode):
+    # A link is replaced by the file, whatever it points to.
+    if not link and before == content and not attributes_differ(found, uid_gid, mode):
         return False
     if module._diff:
         shown = {"before_header": path, "after_header": path}
-        if entry.get("secret"):
+        if boolean(entry.get("secret", False)):
             shown.update(before="(secret, not shown)\n" if before is not None else "",
                          after="(secret, not shown)\n")
         else:
@@ -176,10 +183,12 @@ def write_file(module: AnsibleModule, entry: dict, check_mode: bool, diffs: list
         diffs.append(shown)
     if check_mode:
         return True
-    if before == content:
+    if not link and before == content:
         set_attributes(path, uid_gid, mode)
         return True
     folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        raise Refused(f"{path}: its folder {folder} does not exist")
     handle, temporary = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.")
     try:
         with os.fdopen(handle, "wb") as new:

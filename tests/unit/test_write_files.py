@@ -76,8 +76,9 @@ def test_check_mode_changes_nothing_and_the_diff_hides_secrets(tmp_path):
     shown = {d["after_header"]: d for d in dry["diff"]}
     assert shown[str(tmp_path / "plain")]["before"] == "old\n"
     assert shown[str(tmp_path / "plain")]["after"] == "new\n"
-    assert "new" not in json.dumps(shown[str(tmp_path / "secret")])
-    assert "old" not in json.dumps(shown[str(tmp_path / "secret")])
+    secret = shown[str(tmp_path / "secret")]
+    assert "new" not in secret["before"] + secret["after"]
+    assert "old" not in secret["before"] + secret["after"]
 
 
 def test_a_file_its_check_refuses_is_left_as_it_was_and_the_task_fails(tmp_path):
@@ -99,6 +100,24 @@ def test_a_file_its_check_refuses_is_left_as_it_was_and_the_task_fails(tmp_path)
     assert (tmp_path / "checked").read_text() == "good again\n"
 
 
+def test_a_link_is_replaced_where_a_file_is_wanted_and_followed_where_a_folder_is(tmp_path):
+    """As copy and file do by default."""
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "target").write_text("target\n")
+    (tmp_path / "file-link").symlink_to(tmp_path / "target")
+    (tmp_path / "folder-link").symlink_to(tmp_path / "elsewhere")
+    os.chmod(tmp_path / "elsewhere", 0o700)
+
+    done = write(tmp_path, [entry(tmp_path / "file-link", "file\n"), entry(tmp_path / "folder-link", mode="0755")])
+    assert done["written"] == [str(tmp_path / "file-link"), str(tmp_path / "folder-link")]
+    assert not (tmp_path / "file-link").is_symlink()
+    assert (tmp_path / "file-link").read_text() == "file\n"
+    assert (tmp_path / "target").read_text() == "target\n"
+    assert (tmp_path / "folder-link").is_symlink()
+    assert mode_of(tmp_path / "elsewhere") == "0755"
+    assert write(tmp_path, [entry(tmp_path / "folder-link", mode="0755")])["written"] == []
+
+
 def test_a_path_of_another_kind_or_an_unknown_owner_fails_the_task(tmp_path):
     (tmp_path / "a-folder").mkdir()
     (tmp_path / "a-file").write_text("")
@@ -106,6 +125,7 @@ def test_a_path_of_another_kind_or_an_unknown_owner_fails_the_task(tmp_path):
                         (entry(tmp_path / "a-file"), "wanted a folder"),
                         (dict(entry(tmp_path / "new", "x\n"), owner="no-such-user-here"), "no user"),
                         (entry("relative/path", "x\n"), "not an absolute path"),
+                        (entry(tmp_path / "no-folder" / "file", "x\n"), f"its folder {tmp_path / 'no-folder'} does not exist"),
                         ({"dest": str(tmp_path / "no-mode"), "owner": ME, "group": MY_GROUP}, "lacks mode")]:
         failed = write(tmp_path, [wrong])
         assert failed["failed"] and said in failed["msg"], failed
