@@ -17,13 +17,12 @@ description:
     found there, and returns the entries of those that are missing or differ
     in kind (file or folder), content (SHA-1), owner, group or mode.
   - Where several tasks read that list, a role keeps it once, right after
-    its look (C(set_fact)), and its write tasks loop over it, so the
-    contents are not rendered again for each task and a host that has
-    everything skips them cheaply.
+    its look (C(set_fact)), so the contents are not rendered again for each
+    task, and a host that has everything skips the writing cheaply.
   - The content is rendered on the controller, for example with the
     C(ansible.builtin.template) lookup, and written as it is (with
-    M(ansible.builtin.copy)'s C(content)), so that what is compared is what
-    is written.
+    M(jobqueue.gearman.write_files), which takes these entries as they are,
+    all in one module run), so that what is compared is what is written.
 options:
   _input:
     description: The files as the host should have them.
@@ -58,15 +57,9 @@ EXAMPLES = r"""
     _my_to_write: "{{ _my_files | jobqueue.gearman.files_to_write(_my_files_found) }}"
 
 - name: Write those, and only those
-  ansible.builtin.copy:
-    content: "{{ item.content }}"
-    dest: "{{ item.dest }}"
-    owner: "{{ item.owner }}"
-    group: "{{ item.group }}"
-    mode: "{{ item.mode }}"
-  loop: "{{ _my_to_write }}"
-  loop_control:
-    label: "{{ item.dest }}"
+  jobqueue.gearman.write_files:
+    files: "{{ _my_to_write }}"
+  when: _my_to_write | length > 0
 """
 
 RETURN = r"""

@@ -125,8 +125,16 @@ def attributes_differ(found: os.stat_result, uid_gid: tuple[int, int] | None, mo
 
 
 def set_attributes(path: str, uid_gid: tuple[int, int], mode: int) -> None:
+    """On a folder just made, or one wanted where a link may point to it."""
     os.chown(path, *uid_gid)
     os.chmod(path, mode)
+
+
+def set_file_attributes(handle: int, uid_gid: tuple[int, int], mode: int) -> None:
+    """On an open file: what is changed is the file opened, even if its
+    name is swapped meanwhile."""
+    os.fchown(handle, *uid_gid)
+    os.fchmod(handle, mode)
 
 
 def make_folder(entry: dict, check_mode: bool) -> bool:
@@ -184,7 +192,11 @@ def write_file(module: AnsibleModule, entry: dict, check_mode: bool, diffs: list
     if check_mode:
         return True
     if not link and before == content:
-        set_attributes(path, uid_gid, mode)
+        handle = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        try:
+            set_file_attributes(handle, uid_gid, mode)
+        finally:
+            os.close(handle)
         return True
     folder = os.path.dirname(path)
     if not os.path.isdir(folder):
@@ -194,8 +206,8 @@ def write_file(module: AnsibleModule, entry: dict, check_mode: bool, diffs: list
         with os.fdopen(handle, "wb") as new:
             new.write(content)
             new.flush()
+            set_file_attributes(new.fileno(), uid_gid, mode)
             os.fsync(new.fileno())
-        set_attributes(temporary, uid_gid, mode)
         if entry.get("validate"):
             command = entry["validate"]
             if "%s" not in command:
@@ -226,7 +238,7 @@ def main() -> None:
                        else make_folder(entry, module.check_mode))
             if changed:
                 written.append(entry["dest"])
-    except (Refused, OSError, ValueError) as error:
+    except (Refused, OSError, ValueError, TypeError) as error:
         module.fail_json(msg=str(error), written=written, changed=bool(written))
     result = {"changed": bool(written), "written": written}
     if diffs:

@@ -4,10 +4,11 @@ needs, and a password that stays secret."""
 
 from __future__ import annotations
 
+import base64
 import re
 import uuid
 
-from conftest import DB, PORT, TABLE, VENV, leaks, wait_until
+from conftest import ALL_WORKERS, DB, PORT, TABLE, VENV, leaks, wait_until
 
 # What gearmand's MySQL queue does with its table: look it up and read it at
 # start (SHOW TABLES, SELECT), add a row per background job (INSERT), delete
@@ -96,15 +97,27 @@ def test_a_rerun_puts_back_files_changed_by_hand_and_shows_no_secret(host, gearm
     two that hold the password among them) or removed, and nothing else.
     One run puts each back as it was, and its output with -v and --diff
     never shows the password."""
-    before = {path: host.file(path).sha256sum for path in FILES_CHANGED_BY_HAND + REMOVED_BY_HAND}
-    for path in FILES_CHANGED_BY_HAND:
-        host.check_output("echo '# changed by hand' >> %s", path)
-    host.check_output("rm" + " %s" * len(REMOVED_BY_HAND), *REMOVED_BY_HAND)
+    saved = {path: host.file(path).content for path in FILES_CHANGED_BY_HAND + REMOVED_BY_HAND}
+    try:
+        for path in FILES_CHANGED_BY_HAND:
+            host.check_output("echo '# changed by hand' >> %s", path)
+        host.check_output("rm" + " %s" * len(REMOVED_BY_HAND), *REMOVED_BY_HAND)
 
-    result = gearman.play("molecule/default/converge.yml", "-v", "--diff")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+        result = gearman.play("molecule/default/converge.yml", "-v", "--diff")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+        after = {path: host.file(path).content if host.file(path).exists else None for path in saved}
+        # The php workers were running when their unit template went: they
+        # run again, under the unit written back.
+        workers = {unit: gearman.unit(unit, "ActiveState", "NeedDaemonReload") for unit in ALL_WORKERS}
+    finally:
+        # Whatever happened, the later tests find the files as they were.
+        for path, content in saved.items():
+            if not host.file(path).exists or host.file(path).content != content:
+                host.check_output("echo %s | base64 -d > %s", base64.b64encode(content).decode(), path)
+        host.check_output("systemctl daemon-reload")
 
-    assert {path: host.file(path).sha256sum for path in before} == before
+    assert after == saved
+    assert workers == {unit: {"ActiveState": "active", "NeedDaemonReload": "no"} for unit in ALL_WORKERS}
     assert leaks(result.stdout + result.stderr, password) == []
     assert "# changed by hand" in result.stdout  # the diff of the files without a secret
     assert wait_until(gearman.accepting)
