@@ -25,18 +25,14 @@ description:
     all in one module run), so that what is compared is what is written.
 options:
   _input:
-    description: The files as the host should have them.
+    description:
+      - The files and folders as the host should have them, each entry as
+        M(jobqueue.gearman.write_files) takes it in its O(jobqueue.gearman.write_files#module:files)
+        option (C(dest), C(content), C(owner), C(group), C(mode); a folder
+        has no C(content)). Other keys are kept as they are.
     type: list
     elements: dict
     required: true
-    suboptions:
-      dest: {description: Absolute path., type: str, required: true}
-      content:
-        description: The whole content of a regular file. Without it, the path is a directory.
-        type: str
-      owner: {description: Owner's name., type: str, required: true}
-      group: {description: Group's name., type: str, required: true}
-      mode: {description: 'Octal mode as a string, like C("0644").', type: raw, required: true}
   found:
     description: What M(jobqueue.gearman.state_info) registered for them.
     type: dict
