@@ -12,7 +12,8 @@ description:
     for a regular file, the SHA-1 checksum of its content. Symbolic links
     are not followed; a path in a missing folder is missing.
   - For each systemd unit given, its load, active, sub and unit file states,
-    from one C(systemctl show). A name with C(*), C(?) or C([) is a pattern, which
+    the drop-in files systemd has read for it and whether its files changed
+    since systemd read them, from one C(systemctl show). A name with C(*), C(?) or C([) is a pattern, which
     stands for the units systemd has loaded under it and those enabled by a
     link in a C(.wants) folder of C(/etc/systemd/system).
   - For each user and group given, whether it exists and, for a user, its
@@ -119,6 +120,10 @@ units:
   description:
     - One entry for each unit given and each unit a pattern stands for,
       keyed by its name. C(exists) is false when systemd knows no such unit.
+    - C(drop_in_paths) lists the drop-in files systemd read when it last
+      loaded the unit, so a drop-in on disk that is missing from it has not
+      been read yet (systemd 252 does not count a drop-in folder made after
+      the unit was loaded in C(need_daemon_reload)).
     - Empty where systemd does not run.
   returned: always
   type: dict
@@ -129,6 +134,8 @@ units:
       active_state: active
       sub_state: running
       unit_file_state: enabled
+      drop_in_paths: [/etc/systemd/system/gearman-job-server.service.d/override.conf]
+      need_daemon_reload: false
 users:
   description: One entry for each user given.
   returned: always
@@ -178,7 +185,7 @@ import stat
 
 from ansible.module_utils.basic import AnsibleModule
 
-_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "UnitFileState")
+_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "UnitFileState", "DropInPaths", "NeedDaemonReload")
 
 
 def _name(lookup, number: int) -> str:
@@ -266,6 +273,8 @@ def describe_units(module: AnsibleModule, wanted: list[str]) -> dict:
             "active_state": props.get("ActiveState", ""),
             "sub_state": props.get("SubState", ""),
             "unit_file_state": props.get("UnitFileState", ""),
+            "drop_in_paths": props.get("DropInPaths", "").split(),
+            "need_daemon_reload": props.get("NeedDaemonReload") == "yes",
         }
     return units
 

@@ -8,6 +8,8 @@ import base64
 import re
 import uuid
 
+import pytest
+
 from conftest import ALL_WORKERS, DB, PORT, TABLE, VENV, leaks, wait_until
 
 # What gearmand's MySQL queue does with its table: look it up and read it at
@@ -120,6 +122,40 @@ def test_a_rerun_puts_back_files_changed_by_hand_and_shows_no_secret(host, gearm
     assert workers == {unit: {"ActiveState": "active", "NeedDaemonReload": "no"} for unit in ALL_WORKERS}
     assert leaks(result.stdout + result.stderr, password) == []
     assert "# changed by hand" in result.stdout  # the diff of the files without a secret
+    assert wait_until(gearman.accepting)
+
+
+DROP_IN = "/etc/systemd/system/gearman-job-server.service.d/override.conf"
+
+
+@pytest.mark.parametrize("drop_in", ["missing", "unread"])
+def test_a_stopped_job_server_on_its_packaged_unit_is_started_under_the_drop_in(host, gearman, workers_restored,
+                                                                                drop_in):
+    """Fourth: gearmand stopped, and systemd holding the packaged unit
+    without the role's drop-in (Type=forking, which never ends starting
+    with the role's settings). The drop-in either missing, as where the
+    package came first (installed by hand, its first start failed), or on
+    disk but never read, as after a run stopped between writing it and
+    systemd's reload. One run starts gearmand under the drop-in."""
+    saved = host.file(DROP_IN).content
+    try:
+        gearman.systemctl("stop", "gearman-job-server.service")
+        host.check_output("mv %s /root/override.conf && systemctl daemon-reload", DROP_IN)
+        if drop_in == "unread":
+            host.check_output("mv /root/override.conf %s", DROP_IN)
+        assert gearman.unit("gearman-job-server.service", "Type") == {"Type": "forking"}
+
+        result = gearman.play("molecule/default/converge.yml")
+        state = gearman.unit("gearman-job-server.service", "ActiveState", "Type", "DropInPaths")
+    finally:
+        # Whatever happened, the drop-in is back and read.
+        if not host.file(DROP_IN).exists or host.file(DROP_IN).content != saved:
+            host.check_output("echo %s | base64 -d > %s", base64.b64encode(saved).decode(), DROP_IN)
+        host.check_output("systemctl daemon-reload")
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert state == {"ActiveState": "active", "Type": "simple", "DropInPaths": DROP_IN}
+    assert host.file(DROP_IN).content == saved
     assert wait_until(gearman.accepting)
 
 
