@@ -49,7 +49,7 @@ def test_the_tarball_holds_the_roles_and_playbooks_and_nothing_of_the_lab(instal
     assert {"plugins/modules/state_info.py", "plugins/modules/write_files.py", "plugins/filter/files_to_write.py",
             "plugins/filter/mysql_logins_to_set.py", "plugins/test/like.py"} <= set(names)
     assert "collections" not in tops
-    for playbook in ("site", "preflight", "queue_db", "job_server", "workers", "queue_db_tls", "demo"):
+    for playbook in ("site", "preflight", "packages", "queue_db", "job_server", "workers", "queue_db_tls", "demo"):
         assert f"playbooks/{playbook}.yml" in names, playbook
     # The lab's own plays (containers, SSH set-up, the bench) stay out.
     for playbook in ("lab", "ssh_access", "controller_ca", "bench"):

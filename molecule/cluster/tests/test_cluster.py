@@ -91,6 +91,36 @@ def _restored(cluster_restored):
     yield
 
 
+# Packages only the roles bring, for each host of the cluster.
+ROLE_PACKAGES = {"db1": {"mariadb-server"}, "gm1": {"gearman-job-server", "python3-prometheus-client"},
+                 "gm2": {"gearman-job-server", "python3-prometheus-client"},
+                 "wk1": {"php-gearman", "python3-venv", "prometheus-node-exporter"},
+                 "web1": {"php-gearman", "python3-venv", "prometheus"}}
+# A packaged service and the settings its role writes for it.
+HELD_BACK = {"db1": ("mariadb.service", "/etc/mysql/mariadb.conf.d/60-gearman.cnf"),
+             "gm1": ("gearman-job-server.service", "/etc/default/gearman-job-server"),
+             "web1": ("prometheus.service", "/etc/prometheus/prometheus.yml")}
+
+
+def test_site_yml_installed_each_hosts_packages_in_one_apt_run_and_no_service_before_its_settings(cluster):
+    """First, before any test restarts or rewrites anything. site.yml's
+    first run installed every package a host's roles need in one apt run
+    (apt's history holds one run with any of them, and it has them all),
+    and held back the services those packages start: each first started
+    after its role had written its settings."""
+    for name, packages in ROLE_PACKAGES.items():
+        history = cluster[name].check_output("cat /var/log/apt/history.log").split("\n\n")
+        runs = [run for run in history
+                if packages & set(re.findall(r"(?:^|, |Install: )([a-z0-9.+-]+):", run, re.MULTILINE))]
+        assert len(runs) == 1, (name, runs)
+        assert packages <= set(re.findall(r"(?:Install: |, )([a-z0-9.+-]+):", runs[0])), (name, runs[0])
+    for name, (unit, settings) in HELD_BACK.items():
+        starts = cluster[name].check_output("journalctl --no-pager -o short-unix -u %s", unit)
+        first = next(float(line.split()[0]) for line in starts.splitlines() if "Started " in line)
+        written = float(cluster[name].check_output("stat -c %%.Y %s", settings))
+        assert first > written, (name, unit, "started before its settings were written")
+
+
 def test_each_job_server_has_its_own_table_with_the_project_schema(cluster):
     # The roles' answer (which the other tests read) is the README's rule:
     # gearman_queue_<inventory host> on the one gearman_db host, for each of
