@@ -138,6 +138,31 @@ def test_a_role_played_without_the_preflight_still_refuses_a_bad_setting(tmp_pat
     assert refused(rc, out) == [refusal]
 
 
+# Settings of the roles whose checks the preflight does not make: site.yml's
+# one apt run makes them first, through each role's packages entry point.
+BEFORE_THE_APT_RUN = [
+    ({"gearman_tls_enabled": True, "gearman_tls_port": 99999},
+     "gearman_tls_port takes a TCP port from 1 to 65535 other than gearmand's own (4730), not 99999."),
+    ({"gearman_firewall_enabled": True, "gearman_firewall_allowed": ["not-an-ip"]},
+     "gearman_firewall_allowed or gearman_firewall_scrapers: 'not-an-ip' is no IPv4 or IPv6 address or CIDR network."),
+    ({"gearman_python_requirements": {"gear": "0.16.0"}},
+     "argument 'gearman_python_requirements' is of type dict and we were unable to convert to list"),
+]
+
+
+@pytest.mark.parametrize(("settings", "refusal"), BEFORE_THE_APT_RUN, ids=lambda v: next(iter(v)) if isinstance(v, dict) else "")
+def test_the_one_apt_run_comes_after_the_checks_the_preflight_leaves_to_the_roles(tmp_path, settings, refusal):
+    """Run in check mode on a stand-in job server that is a worker too: the
+    refusal comes before the apt run is reached."""
+    rc, out = preflight(tmp_path, {"gs1": {}}, workers={"gs1": {}}, playbook=ROOT / "playbooks/packages.yml",
+                        extra=("--check",), gearman_gather_subset=["min"], ansible_become=False,
+                        ansible_python_interpreter=sys.executable, **settings)
+    # (Ansible's own argument check says more around the refusal.)
+    messages = refused(rc, out)
+    assert len(messages) == 1 and refusal in messages[0], messages
+    assert "Install every role's packages in one apt run" not in out
+
+
 def test_site_yml_leaves_the_checks_out_only_after_its_preflight():
     imports = yaml.safe_load((ROOT / "playbooks/site.yml").read_text())
     assert imports[0]["ansible.builtin.import_playbook"] == "preflight.yml"

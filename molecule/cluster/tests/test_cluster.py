@@ -91,35 +91,37 @@ def _restored(cluster_restored):
     yield
 
 
-# Packages only the roles bring, for each host of the cluster (gearmand's
-# come apart, from its role, after its login check and settings).
-ROLE_PACKAGES = {"db1": {"mariadb-server"}, "gm1": {"python3-prometheus-client", "nftables"},
-                 "gm2": {"python3-prometheus-client", "nftables"},
-                 "wk1": {"php-gearman", "python3-venv", "prometheus-node-exporter"},
-                 "web1": {"php-gearman", "python3-venv", "prometheus"}}
-# A packaged service and the settings its role writes for it.
-HELD_BACK = {"db1": ("mariadb.service", "/etc/mysql/mariadb.conf.d/60-gearman.cnf"),
-             "gm1": ("gearman-job-server.service", "/etc/default/gearman-job-server"),
-             "web1": ("prometheus.service", "/etc/prometheus/prometheus.yml")}
+# Packages only the roles bring, for each host of the cluster, that site.yml
+# installs in one apt run a host; and those that stay with their roles, in
+# runs of their own (gearmand's after its login check and settings,
+# Prometheus and the node exporter: held back but enabled, they would start
+# on their packaged settings at the next boot of a host whose run stopped
+# before their role).
+ONE_RUN = {"db1": {"mariadb-server", "python3-pymysql"}, "gm1": {"python3-prometheus-client", "nftables"},
+           "gm2": {"python3-prometheus-client", "nftables"}, "wk1": {"php-gearman", "python3-venv"},
+           "web1": {"php-gearman", "python3-venv"}}
+APART = {"gearman-job-server", "prometheus", "prometheus-node-exporter"}
 
 
-def test_site_yml_installed_each_hosts_packages_in_one_apt_run_and_no_service_before_its_settings(cluster):
+def test_site_yml_installed_each_hosts_packages_in_one_apt_run_and_mariadb_after_its_settings(cluster):
     """First, before any test restarts or rewrites anything. site.yml's
-    first run installed every package a host's roles need in one apt run
-    (apt's history holds one run with any of them, and it has them all),
-    and held back the services those packages start: each first started
+    first run installed the packages of every role a host runs in one apt
+    run (one run in apt's history has any of them, and it has them all, and
+    none of those that stay with their roles), and no policy-rc.d is left
+    behind. It held back the services of that run: MariaDB first started
     after its role had written its settings."""
-    for name, packages in ROLE_PACKAGES.items():
-        history = cluster[name].check_output("cat /var/log/apt/history.log").split("\n\n")
-        installed = [set(re.findall(r"(?:Install: |, )([a-z0-9.+-]+):", run)) for run in history]
-        runs = [run for run in installed if packages & run]
-        assert len(runs) == 1, (name, runs)
-        assert packages <= runs[0] and "gearman-job-server" not in runs[0], (name, runs[0])
-    for name, (unit, settings) in HELD_BACK.items():
-        starts = cluster[name].check_output("journalctl --no-pager -o short-unix -u %s", unit)
-        first = next(float(line.split()[0]) for line in starts.splitlines() if "Started " in line)
-        written = float(cluster[name].check_output("stat -c %%.Y %s", settings))
-        assert first > written, (name, unit, "started before its settings were written")
+    for name, packages in ONE_RUN.items():
+        history = cluster[name].check_output("cat /var/log/apt/history.log")
+        runs = [{entry.split(":", 1)[0] for entry in line.split("), ")}
+                for line in re.findall(r"^Install: (.*)$", history, re.MULTILINE)]
+        with_them = [run for run in runs if packages & run]
+        assert len(with_them) == 1, (name, with_them)
+        assert packages <= with_them[0] and not APART & with_them[0], (name, with_them[0])
+        assert not cluster[name].file("/usr/sbin/policy-rc.d").exists, name
+    starts = cluster["db1"].check_output("journalctl --no-pager -o short-unix -u mariadb.service")
+    first = next(float(line.split()[0]) for line in starts.splitlines() if "Started " in line)
+    written = float(cluster["db1"].check_output("stat -c %%.Y %s", "/etc/mysql/mariadb.conf.d/60-gearman.cnf"))
+    assert first > written, "MariaDB started before its settings were written"
 
 
 def test_each_job_server_has_its_own_table_with_the_project_schema(cluster):
