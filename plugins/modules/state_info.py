@@ -27,6 +27,10 @@ description:
   - For each command given, its exit status and output. Only commands that
     read are for here, for example C(php -m), since the module runs them in
     check mode too and reports no change.
+  - Several callers' looks can be made in one run, with O(looks); each gets
+    its own answer, with what it asked and no other entry, and C(asked)
+    says what that was, so that a caller can tell whether an answer has
+    every entry it needs (see the P(jobqueue.gearman.answers#test) test).
   - One module run instead of one for each path, service and account, so
     that a role runs the tasks that change a host only where something
     differs (see the P(jobqueue.gearman.files_to_write#filter) filter and
@@ -75,6 +79,15 @@ options:
         not fail.
     type: dict
     default: {}
+  looks:
+    description:
+      - More looks, keyed by a name of the caller's choice, each a dict of
+        C(paths), C(units), C(users), C(groups), C(processes) and
+        C(commands) as above. Each is answered under its name in the
+        C(looks) returned; an entry asked by several is looked at once.
+      - Two looks may name the same command only with the same arguments.
+    type: dict
+    default: {}
 attributes:
   check_mode:
     support: full
@@ -103,6 +116,39 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+asked:
+  description:
+    - What the options other than O(looks) asked for - C(paths), C(units)
+      (patterns as given), C(users), C(groups) and C(processes) as lists,
+      each entry once, and C(commands) as a dict of argument lists, each
+      argument text.
+  returned: always
+  type: dict
+  sample:
+    paths: [/etc/gearmand.conf]
+    units: [gearman-job-server.service]
+    users: [gearman]
+    groups: [gearman]
+    processes: [gearmand]
+    commands: {modules: [php, -m]}
+looks:
+  description:
+    - For each look of O(looks), under its name, its own answer, as the
+      module returns for its options - C(asked), C(paths), C(units) (a
+      pattern's units included), C(users), C(groups), C(processes) and
+      C(commands), with the entries it asked for and no other.
+  returned: always
+  type: dict
+  sample:
+    gearman_php:
+      asked: {paths: [/usr/local/bin/gearman-client.php], units: [], users: [], groups: [], processes: [],
+              commands: {modules: [php, -m]}}
+      paths: {/usr/local/bin/gearman-client.php: {exists: false}}
+      units: {}
+      users: {}
+      groups: {}
+      processes: {}
+      commands: {modules: {run: true, rc: 0, stdout: "[PHP Modules]\ngearman\n", stderr: ""}}
 paths:
   description: One entry for each path given, keyed by the path.
   returned: always
@@ -245,13 +291,22 @@ def _expand(module: AnsibleModule, systemctl: str, pattern: str) -> list[str]:
     return names
 
 
-def describe_units(module: AnsibleModule, wanted: list[str]) -> dict:
+def _is_pattern(name: str) -> bool:
+    return any(c in name for c in "*?[")
+
+
+def describe_units(module: AnsibleModule, wanted: list[str], expanded: dict | None = None) -> dict:
+    """Each unit wanted, and each a pattern stands for; EXPANDED, if given,
+    gets the names each pattern stood for."""
     if not wanted or not _systemd_runs():
         return {}
     systemctl = module.get_bin_path("systemctl", required=True)
     names: list[str] = []
     for name in wanted:
-        for unit in (_expand(module, systemctl, name) if any(c in name for c in "*?[") else [name]):
+        units = _expand(module, systemctl, name) if _is_pattern(name) else [name]
+        if expanded is not None and _is_pattern(name):
+            expanded[name] = units
+        for unit in units:
             if unit not in names:
                 names.append(unit)
     if not names:
@@ -344,10 +399,6 @@ def installed_packages(dpkg_dir: str = DPKG_DIR) -> list[str]:
 def run_commands(module: AnsibleModule, wanted: dict) -> dict:
     ran = {}
     for name, argv in wanted.items():
-        if not isinstance(argv, list) or not argv or any(isinstance(arg, (dict, list)) for arg in argv):
-            module.fail_json(msg=f"commands: {name} must be a non-empty list of arguments, not {argv!r}")
-        # As the command module takes them: a number is its text.
-        argv = [str(arg) for arg in argv]
         program = argv[0]
         if not (os.path.isfile(program) and os.access(program, os.X_OK) if "/" in program
                 else shutil.which(program)):
@@ -358,22 +409,90 @@ def run_commands(module: AnsibleModule, wanted: dict) -> dict:
     return ran
 
 
+LISTS = ("paths", "units", "users", "groups", "processes")
+
+
+def normalise(module: AnsibleModule, look: dict, where: str) -> dict:
+    """A look as it is asked: each list's entries as text, each once, and a
+    command's arguments as text (a number is its text, as the command
+    module takes it)."""
+    unknown = set(look) - set(LISTS) - {"commands"}
+    if unknown:
+        module.fail_json(msg=f"{where}: unknown entries {sorted(unknown)}; a look takes {', '.join(LISTS)} and commands")
+    asked: dict = {}
+    for key in LISTS:
+        entries = look.get(key) or []
+        if not isinstance(entries, list):
+            module.fail_json(msg=f"{where}: {key} must be a list, not {entries!r}")
+        asked[key] = list(dict.fromkeys(str(entry) for entry in entries))
+    asked["commands"] = {}
+    for name, argv in (look.get("commands") or {}).items():
+        if not isinstance(argv, list) or not argv or any(isinstance(arg, (dict, list)) for arg in argv):
+            module.fail_json(msg=f"{where}: commands: {name} must be a non-empty list of arguments, not {argv!r}")
+        asked["commands"][name] = [str(arg) for arg in argv]
+    return asked
+
+
+def merge(module: AnsibleModule, looks: list[dict]) -> dict:
+    """Every entry of the looks, in order, each once."""
+    merged: dict = {key: [] for key in LISTS}
+    merged["commands"] = {}
+    for look in looks:
+        for key in LISTS:
+            merged[key].extend(entry for entry in look[key] if entry not in merged[key])
+        for name, argv in look["commands"].items():
+            if merged["commands"].setdefault(name, argv) != argv:
+                module.fail_json(msg=f"commands: {name} is asked for with two different argument lists")
+    return merged
+
+
+def answer(asked: dict, found: dict, expanded: dict) -> dict:
+    """What was found of the entries one look asked for, and no other."""
+    units = {}
+    for name in asked["units"]:
+        for unit in expanded.get(name, []) if _is_pattern(name) else [name]:
+            if unit in found["units"]:
+                units[unit] = found["units"][unit]
+    return {
+        "asked": asked,
+        "paths": {path: found["paths"][path] for path in asked["paths"]},
+        "units": units,
+        "users": {name: found["users"][name] for name in asked["users"]},
+        "groups": {name: found["groups"][name] for name in asked["groups"]},
+        "processes": {name: found["processes"][name] for name in asked["processes"]},
+        "commands": {name: found["commands"][name] for name in asked["commands"]},
+    }
+
+
 def main() -> None:
     names = {"type": "list", "elements": "str", "default": []}
     module = AnsibleModule(argument_spec={"paths": names, "units": names, "users": names, "groups": names,
                                           "processes": names, "commands": {"type": "dict", "default": {}},
+                                          "looks": {"type": "dict", "default": {}},
                                           "installed_packages": {"type": "bool", "default": False}},
                            supports_check_mode=True)
     params = module.params
+    direct = normalise(module, {key: params[key] for key in (*LISTS, "commands")}, "options")
+    callers = {}
+    for name, look in params["looks"].items():
+        if not isinstance(look, dict):
+            module.fail_json(msg=f"looks: {name} must be a dict, not {look!r}")
+        callers[name] = normalise(module, look, f"looks: {name}")
+    asked = merge(module, [direct, *callers.values()])
+    expanded: dict = {}
+    found = {
+        "paths": {path: describe_path(module, path) for path in asked["paths"]},
+        "units": describe_units(module, asked["units"], expanded),
+        "users": {name: describe_user(name) for name in asked["users"]},
+        "groups": {name: describe_group(name) for name in asked["groups"]},
+        "processes": command_lines(asked["processes"]),
+        "commands": run_commands(module, asked["commands"]),
+    }
     module.exit_json(
         changed=False,
-        paths={path: describe_path(module, path) for path in params["paths"]},
-        units=describe_units(module, params["units"]),
-        users={name: describe_user(name) for name in params["users"]},
-        groups={name: describe_group(name) for name in params["groups"]},
-        processes=command_lines(params["processes"]),
+        **answer(direct, found, expanded),
+        looks={name: answer(look, found, expanded) for name, look in callers.items()},
         installed_packages=installed_packages() if params["installed_packages"] else [],
-        commands=run_commands(module, params["commands"]),
     )
 
 

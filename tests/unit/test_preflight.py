@@ -152,11 +152,12 @@ BEFORE_THE_APT_RUN = [
 
 @pytest.mark.parametrize(("settings", "refusal"), BEFORE_THE_APT_RUN, ids=lambda v: next(iter(v)) if isinstance(v, dict) else "")
 def test_the_one_apt_run_comes_after_the_checks_the_preflight_leaves_to_the_roles(tmp_path, settings, refusal):
-    """Run in check mode on a stand-in job server that is a worker too: the
-    refusal comes before the apt run is reached."""
+    """Run in check mode on a stand-in job server that is a worker too (it
+    says it runs systemd, as a real one would, for gearmand's part of the
+    host's look): the refusal comes before the apt run is reached."""
     rc, out = preflight(tmp_path, {"gs1": {}}, workers={"gs1": {}}, playbook=ROOT / "playbooks/packages.yml",
                         extra=("--check",), gearman_gather_subset=["min"], ansible_become=False,
-                        ansible_python_interpreter=sys.executable, **settings)
+                        ansible_python_interpreter=sys.executable, gearman_init_system="systemd", **settings)
     # (Ansible's own argument check says more around the refusal.)
     messages = refused(rc, out)
     assert len(messages) == 1 and refusal in messages[0], messages

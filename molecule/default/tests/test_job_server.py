@@ -125,6 +125,53 @@ def test_a_rerun_puts_back_files_changed_by_hand_and_shows_no_secret(host, gearm
     assert wait_until(gearman.accepting)
 
 
+# The looks site.yml's one look of the host stands in for, by task, in the
+# order site.yml runs them here, up to gearman_python's; then the workers'.
+LOOKS_BEFORE_THE_CHANGE = [
+    "gearman_mysql : Look at the server settings for the queue and at MariaDB's service",
+    "gearman : Look at gearmand's folders, files, service, account and process",
+    "gearman_exporter : Look at the exporter, its settings, its unit and its account",
+    "gearman_client_config : Look at the job server list and its folder",
+    "gearman_php : Look at PHP's modules and at the sample client and worker",
+    "gearman_python : Look at the environment, its requirements, its interpreter and the samples",
+]
+WORKERS_LOOK = "gearman_workers : Look at the workers' scripts, units, instances and account"
+SAMPLE_WORKER = "/usr/local/bin/gearman-worker.py"
+
+
+def test_site_yml_looks_at_the_host_once_until_a_role_changes_it(host, gearman, workers_restored):
+    """Fourth: site.yml looks at the host once, with its packages, for every
+    role it runs there, and each role reads that look instead of its own
+    for as long as nothing has changed the host. Only the Python sample
+    worker edited by hand: one run puts it back and changes nothing else.
+    The roles up to gearman_python read the host's look (which shows
+    gearman_python its sample changed); the workers, after that change,
+    look again. Read from the host's look, their unit would name the
+    edited script's checksum: it would be written, the workers restarted,
+    and the next run would write it back again."""
+    saved = host.file(SAMPLE_WORKER).content
+    pids = {unit: gearman.main_pid(unit) for unit in ALL_WORKERS}
+    try:
+        host.check_output("echo '# changed by hand' >> %s", SAMPLE_WORKER)
+        result, tasks = gearman.play_report("jobqueue.gearman.site")
+        after = host.file(SAMPLE_WORKER).content
+    finally:
+        # Whatever happened, the later tests find the sample as it was.
+        if host.file(SAMPLE_WORKER).content != saved:
+            host.check_output("echo %s | base64 -d > %s", base64.b64encode(saved).decode(), SAMPLE_WORKER)
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    looked = {name: not outcome.get("skipped") for name, outcome in tasks
+              if outcome.get("action") == "jobqueue.gearman.state_info"}
+    assert looked["gearman_common : List the packages installed on this host, and look at what its roles will"]
+    assert {name: looked.get(name) for name in LOOKS_BEFORE_THE_CHANGE} == dict.fromkeys(LOOKS_BEFORE_THE_CHANGE, False)
+    assert looked[WORKERS_LOOK]
+    assert [name for name, outcome in tasks if outcome.get("changed")] == [
+        "gearman_python : Install the sample client and worker"]
+    assert after == saved
+    assert {unit: gearman.main_pid(unit) for unit in ALL_WORKERS} == pids
+
+
 DROP_IN = "/etc/systemd/system/gearman-job-server.service.d/override.conf"
 
 
