@@ -52,7 +52,7 @@ KEYWORDS = {
 }
 # The mark: gearman_common's entry point changed, or in gearman_common itself
 # the fact it sets.
-MARKS = [{"ansible.builtin.import_role": {"name": "gearman_common", "tasks_from": "changed"}},
+MARKS = [{"ansible.builtin.include_role": {"name": "gearman_common", "tasks_from": "changed"}},
          {"ansible.builtin.set_fact": {"_gearman_common_look_fresh": False}}]
 
 
