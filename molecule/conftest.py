@@ -337,14 +337,15 @@ class Gearman:
     def play_report(self, playbook: str, *extra: str) -> tuple[subprocess.CompletedProcess, list[tuple[str, dict]]]:
         """ansible-playbook against this molecule host, read through the JSON
         callback: the run, and each task that ran for the host, in order, as
-        (role : task name, its result); nothing when the run failed."""
+        (role : task name, its result), the roles named without the
+        collection's prefix; nothing when the run failed."""
         name = self.host.backend.get_hostname()
         result = run_playbook(self.inventory(), playbook, "--limit", name, *extra,
                               ANSIBLE_STDOUT_CALLBACK="ansible.posix.json")
         if result.returncode:
             return result, []
         report = json.loads(result.stdout)
-        return result, [(task["task"]["name"], task["hosts"][name])
+        return result, [(task["task"]["name"].removeprefix("jobqueue.gearman."), task["hosts"][name])
                         for play in report["plays"] for task in play["tasks"] if name in task["hosts"]]
 
     @contextlib.contextmanager
