@@ -334,6 +334,16 @@ class Gearman:
         """ansible-playbook against this molecule host."""
         return run_playbook(self.inventory(), playbook, "--limit", self.host.backend.get_hostname(), *extra)
 
+    def last_started(self, unit: str) -> float | None:
+        """When systemd last logged the unit started (seconds since the epoch)."""
+        out = self.host.check_output("journalctl --no-pager -o short-unix -u %s", unit)
+        starts = [float(line.split()[0]) for line in out.splitlines() if " Started " in line]
+        return starts[-1] if starts else None
+
+    def written(self, path: str) -> float:
+        """When the file was last written (seconds since the epoch)."""
+        return float(self.host.check_output("stat -c %%.Y %s", path))
+
     def play_report(self, playbook: str, *extra: str) -> tuple[subprocess.CompletedProcess, list[tuple[str, dict]]]:
         """ansible-playbook against this molecule host, read through the JSON
         callback: the run, and each task that ran for the host, in order, as

@@ -39,6 +39,34 @@ def test_site_yml_again_changes_nothing_and_prints_no_secret(host, gearman, pass
     assert leaks(result.stdout + result.stderr, password) == []
 
 
+# The services the roles set up, and the files of settings each reads when
+# it starts.
+SETTINGS_OF = {
+    "mariadb.service": ["/etc/mysql/mariadb.conf.d/60-gearman.cnf"],
+    "gearman-job-server.service": ["/etc/default/gearman-job-server", "/etc/gearmand.conf",
+                                   "/etc/systemd/system/gearman-job-server.service.d/override.conf"],
+    "gearman-exporter.service": ["/etc/gearman-exporter/config.json"],
+    "prometheus-node-exporter.service": ["/etc/default/prometheus-node-exporter"],
+    "prometheus.service": ["/etc/prometheus/prometheus.yml", "/etc/default/prometheus"],
+}
+
+
+def test_every_service_was_last_started_after_its_settings_were_written(gearman):
+    """Second, before any test restarts a service: on the host as the first
+    converge left it, each service runs on the settings its role wrote (its
+    last start, as its journal has it, comes after the last write of each
+    of its files). A package that starts its service on install runs it on
+    its packaged settings until a restart; a role that skipped that restart
+    would leave it so."""
+    late = {}
+    for unit, paths in SETTINGS_OF.items():
+        started = gearman.last_started(unit)
+        written = max(gearman.written(path) for path in paths)
+        if started is None or started < written:
+            late[unit] = (started, written)
+    assert late == {}
+
+
 # Changes by hand to each part of the deployment that a role looks at
 # before it does anything. Where a role's look finds nothing to do, the
 # role leaves out its install, write and start tasks as a whole: each
@@ -68,7 +96,7 @@ REMOVED_BY_HAND = [
 
 
 def test_a_rerun_starts_what_was_stopped_and_puts_back_a_dropped_login(host, gearman, workers_restored):
-    """Second, on the converged host: every role's service stopped and
+    """Third, on the converged host: every role's service stopped and
     disabled, and an exporter's database login dropped, with no file
     touched. One run of the scenario's own playbook (converge.yml: here it,
     not site.yml, puts Prometheus on the job server) starts and enables each
@@ -95,7 +123,7 @@ def test_a_rerun_starts_what_was_stopped_and_puts_back_a_dropped_login(host, gea
 
 
 def test_a_rerun_puts_back_files_changed_by_hand_and_shows_no_secret(host, gearman, password, workers_restored):
-    """Third: in every role that can leave out its tasks, a file edited (the
+    """Fourth: in every role that can leave out its tasks, a file edited (the
     two that hold the password among them) or removed, and nothing else.
     One run puts each back as it was, and its output with -v and --diff
     never shows the password."""
@@ -140,7 +168,7 @@ SAMPLE_WORKER = "/usr/local/bin/gearman-worker.py"
 
 
 def test_site_yml_looks_at_the_host_once_until_a_role_changes_it(host, gearman, workers_restored):
-    """Fourth: site.yml looks at the host once, with its packages, for every
+    """Fifth: site.yml looks at the host once, with its packages, for every
     role it runs there, and each role reads that look instead of its own
     for as long as nothing has changed the host. Only the Python sample
     worker edited by hand: one run puts it back and changes nothing else.
@@ -178,7 +206,7 @@ DROP_IN = "/etc/systemd/system/gearman-job-server.service.d/override.conf"
 @pytest.mark.parametrize("drop_in", ["missing", "unread"])
 def test_a_stopped_job_server_on_its_packaged_unit_is_started_under_the_drop_in(host, gearman, workers_restored,
                                                                                 drop_in):
-    """Fourth: gearmand stopped, and systemd holding the packaged unit
+    """Sixth: gearmand stopped, and systemd holding the packaged unit
     without the role's drop-in (Type=forking, which never ends starting
     with the role's settings). The drop-in either missing, as where the
     package came first (installed by hand, its first start failed), or on
