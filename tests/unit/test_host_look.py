@@ -135,7 +135,9 @@ def test_every_task_that_changes_a_host_comes_after_the_look_is_marked_stale():
     change the host (not one that only reads it or the database, not an
     install the one apt run makes) comes after a task that sets
     _gearman_common_look_fresh false. Without that, a role after it could
-    read the host's look from before the change and miss what it did."""
+    read the host's look from before the change and miss what it did.
+    (A mark's condition is not checked against the change's: a reviewer's
+    part. Handlers are not walked: only a changing task notifies one.)"""
     seen: dict = {}
     found = []
     for path in entry_points():
