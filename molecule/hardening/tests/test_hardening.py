@@ -36,6 +36,20 @@ def test_check_mode_on_the_converged_host_reports_no_change_and_no_secret(host, 
     assert leaks(result.stdout + result.stderr, password) == []
 
 
+def test_the_tls_front_was_last_started_after_its_files_and_certificates_were_written(gearman):
+    """Second, before any test restarts it: the TLS front runs on the
+    configuration, unit and lab certificates its role wrote (its last start,
+    as its journal has it, comes after the last write of each). It is
+    started by its role after them on a first converge, and restarted where
+    it ran before: a restart left out wrongly would keep it on what it
+    first read."""
+    files = ["/etc/gearman/stunnel.conf", "/etc/systemd/system/gearman-tls.service",
+             f"{TLS_DIR}/server.crt", f"{TLS_DIR}/server.key", f"{TLS_DIR}/ca.crt"]
+    started = gearman.last_started("gearman-tls.service")
+    written = {path: gearman.written(path) for path in files}
+    assert started is not None and started > max(written.values()), (started, written)
+
+
 @pytest.mark.parametrize(
     ("setting", "database_says"),
     [
