@@ -23,9 +23,11 @@ def plugin_module(relative: str):
     return module
 
 
-def ansible_playbook(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def ansible_playbook(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """One ansible-playbook run with the project's ansible.cfg, ENV added."""
     env = {
         **os.environ,
+        **(env or {}),
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",

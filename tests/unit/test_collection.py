@@ -45,9 +45,11 @@ def test_the_tarball_holds_the_roles_and_playbooks_and_nothing_of_the_lab(instal
         assert f"roles/{role}/meta/main.yml" in names, role
     for role in DOCUMENTED:
         assert f"roles/{role}/meta/argument_specs.yml" in names, role
-    # The plugins the roles call by their full names, and not the clone's link to itself.
+    # The plugins the roles call by their full names, the preload callback,
+    # and not the clone's link to itself.
     assert {"plugins/modules/state_info.py", "plugins/modules/write_files.py", "plugins/filter/files_to_write.py",
-            "plugins/filter/mysql_logins_to_set.py", "plugins/test/like.py"} <= set(names)
+            "plugins/filter/mysql_logins_to_set.py", "plugins/test/like.py",
+            "plugins/callback/preload.py"} <= set(names)
     assert "collections" not in tops
     for playbook in ("site", "preflight", "packages", "queue_db", "job_server", "workers", "queue_db_tls", "demo"):
         assert f"playbooks/{playbook}.yml" in names, playbook
