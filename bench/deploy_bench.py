@@ -32,6 +32,7 @@ import datetime
 import json
 import os
 import pathlib
+import re
 import shutil
 import statistics
 import subprocess
@@ -241,6 +242,8 @@ def main() -> None:
         "",
         f"### A re-run of site.yml: {len(hosts)} host(s), nothing to change",
         "",
+        f"Measured {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, with ansible-core "
+        f"{ansible_core_version()} and the project's `ansible.cfg`. "
         f"`ansible-playbook -i {args.inventory} site.yml` on the converged inventory, {args.runs} runs "
         f"(each changed=0), timed from the controller; then the time of one task, from {PROBES} alike "
         "on the first job server.",
@@ -260,6 +263,13 @@ def main() -> None:
     # Written before the first converge, which takes minutes and can fail.
     report(lines, args.report)
     report(first_converge(args.inventory), args.report)
+
+
+def ansible_core_version() -> str:
+    """The version of the ansible-core the bench runs (that of ANSIBLE_PLAYBOOK)."""
+    done = subprocess.run([ANSIBLE_PLAYBOOK, "--version"], capture_output=True, text=True)
+    found = re.search(r"core ([0-9][^\]\s]*)", done.stdout)
+    return found.group(1) if found else "(unknown)"
 
 
 def report(lines: list[str], path: str | None) -> None:
