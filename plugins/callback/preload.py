@@ -25,17 +25,21 @@ description:
     worker process would otherwise load for itself, so that the workers
     forked after it have them already - Ansible's own Jinja filters and
     tests with this collection's, the connection plugins C(ssh), C(local)
-    and C(community.docker.docker) (where installed) with the configured
-    default, the C(sh) shell, the C(sudo) and C(su) become plugins, common
-    lookups and the action plugins this collection's roles use.
+    and C(community.docker.docker) (where that collection is installed)
+    with the configured default, the C(sh) shell, the C(sudo) and C(su)
+    become plugins, common lookups and the action plugins this
+    collection's roles use.
   - It changes no task's result; only how long a run takes. A plugin that
     cannot be loaded is skipped (shown with -vvv).
   - Enabled in the project's C(ansible.cfg); from your own, add it to
-    C(callbacks_enabled).
+    C(callbacks_enabled). A list in the environment
+    (E(ANSIBLE_CALLBACKS_ENABLED)) replaces the configuration file's, so
+    name it there as well.
 requirements:
   - Enabled in C(callbacks_enabled).
 """
 
+import importlib.util
 import pathlib
 
 from ansible.plugins.callback import CallbackBase
@@ -52,13 +56,25 @@ ACTIONS = ("ansible.builtin.normal", "ansible.builtin.set_fact", "ansible.builti
            "ansible.builtin.include_vars", "ansible.builtin.validate_argument_spec",
            "ansible.builtin.gather_facts", "ansible.builtin.service", "ansible.builtin.package",
            "ansible.builtin.command", "ansible.builtin.shell", "ansible.builtin.copy",
-           "ansible.builtin.template", "ansible.builtin.debug", "ansible.builtin.fail")
+           "ansible.builtin.template", "ansible.builtin.fetch", "ansible.builtin.debug", "ansible.builtin.fail")
 
 
 def own_plugins(kind: str) -> list[str]:
     """This collection's plugins of one kind (filter, test), by file name."""
     folder = pathlib.Path(__file__).resolve().parents[1] / kind
     return sorted(f"{COLLECTION}.{path.stem}" for path in folder.glob("*.py") if not path.stem.startswith("_"))
+
+
+def installed(name: str) -> bool:
+    """Whether the collection of a plugin's full name is installed (asking
+    the loader for a plugin of a missing one prints a warning)."""
+    namespace, collection = name.split(".")[:2]
+    if (namespace, collection) == ("ansible", "builtin"):
+        return True
+    try:
+        return importlib.util.find_spec(f"ansible_collections.{namespace}.{collection}") is not None
+    except (ImportError, ValueError):  # its namespace is not there either
+        return False
 
 
 def preload() -> list[str]:
@@ -84,6 +100,9 @@ def preload() -> list[str]:
     failed = []
     for plugins, names, options in [(p, n, {}) for p, n in jinja] + [(p, n, {"class_only": True}) for p, n in classes]:
         for name in dict.fromkeys(names):
+            if "." in name and not installed(name):
+                failed.append(f"{plugins.type} {name} (not installed)")
+                continue
             try:
                 found = plugins.get(name, **options)
             except Exception as error:  # the plugin's own error, left for a task that uses it

@@ -40,3 +40,14 @@ def test_without_it_each_task_loads_them_itself():
     loaded = loaded_in_worker({"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.timer"})
     assert not loaded["jinja_plugins"]
     assert not PRELOADED & set(loaded["modules"])
+
+
+def test_without_the_docker_collection_it_loads_the_rest_and_warns_of_nothing():
+    # Only this collection (the clone's link), not the ones the ansible
+    # package brings: community.docker is not there.
+    run = ansible_playbook("-i", "localhost,", str(ROOT / "tests/unit/preload.yml"),
+                           env={"ANSIBLE_COLLECTIONS_PATH": str(ROOT / "collections"),
+                                "ANSIBLE_COLLECTIONS_SCAN_SYS_PATH": "false"})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "WARNING" not in run.stdout + run.stderr, run.stdout + run.stderr
+    assert '\\"jinja_plugins\\": true' in run.stdout, run.stdout
