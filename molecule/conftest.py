@@ -67,6 +67,18 @@ def wait_until(predicate, timeout=30.0, step=0.5):
         time.sleep(step)
 
 
+def started_at(host, unit: str) -> list[float]:
+    """Each time systemd logged the unit started, in order (seconds since
+    the epoch)."""
+    out = host.check_output("journalctl --no-pager -o short-unix -u %s", unit)
+    return [float(line.split()[0]) for line in out.splitlines() if " Started " in line]
+
+
+def written_at(host, path: str) -> float:
+    """When the file was last written (seconds since the epoch)."""
+    return float(host.check_output("stat -c %%.Y %s", path))
+
+
 def secret_pieces(secret: str) -> list[str]:
     """The parts of a secret that read the same however it is escaped: the
     runs between quotes and backslashes, 6 characters or longer."""
@@ -336,13 +348,12 @@ class Gearman:
 
     def last_started(self, unit: str) -> float | None:
         """When systemd last logged the unit started (seconds since the epoch)."""
-        out = self.host.check_output("journalctl --no-pager -o short-unix -u %s", unit)
-        starts = [float(line.split()[0]) for line in out.splitlines() if " Started " in line]
+        starts = started_at(self.host, unit)
         return starts[-1] if starts else None
 
     def written(self, path: str) -> float:
         """When the file was last written (seconds since the epoch)."""
-        return float(self.host.check_output("stat -c %%.Y %s", path))
+        return written_at(self.host, path)
 
     def play_report(self, playbook: str, *extra: str) -> tuple[subprocess.CompletedProcess, list[tuple[str, dict]]]:
         """ansible-playbook against this molecule host, read through the JSON

@@ -92,24 +92,31 @@ def _restored(cluster_restored):
 
 
 # Packages only the roles bring, for each host of the cluster, that site.yml
-# installs in one apt run a host; and those that stay with their roles, in
-# runs of their own (gearmand's after its login check and settings,
-# Prometheus and the node exporter: held back but enabled, they would start
-# on their packaged settings at the next boot of a host whose run stopped
-# before their role).
-ONE_RUN = {"db1": {"mariadb-server", "python3-pymysql"}, "gm1": {"python3-prometheus-client", "nftables"},
-           "gm2": {"python3-prometheus-client", "nftables"}, "wk1": {"php-gearman", "python3-venv"},
-           "web1": {"php-gearman", "python3-venv"}}
-APART = {"gearman-job-server", "prometheus", "prometheus-node-exporter"}
+# installs in one apt run a host (Prometheus on web1 and the node exporter
+# on wk1 among them); and gearmand's, which stay with their role, after its
+# login check and its settings.
+ONE_RUN = {"db1": {"mariadb-server", "python3-pymysql"},
+           "gm1": {"python3-prometheus-client", "nftables"}, "gm2": {"python3-prometheus-client", "nftables"},
+           "wk1": {"php-gearman", "python3-venv", "prometheus-node-exporter"},
+           "web1": {"php-gearman", "python3-venv", "prometheus"}}
+APART = {"gearman-job-server"}
+# Each service a package brings, and the settings its role writes that it
+# must have had from its first start: MariaDB's and gearmand's own, and the
+# addresses Prometheus and the node exporter listen on (every one, on their
+# packaged settings).
+FIRST_STARTED_ON = {("db1", "mariadb.service"): "/etc/mysql/mariadb.conf.d/60-gearman.cnf",
+                    ("gm1", "gearman-job-server.service"): "/etc/default/gearman-job-server",
+                    ("web1", "prometheus.service"): "/etc/default/prometheus",
+                    ("wk1", "prometheus-node-exporter.service"): "/etc/default/prometheus-node-exporter"}
 
 
-def test_site_yml_installed_each_hosts_packages_in_one_apt_run_and_mariadb_after_its_settings(cluster):
+def test_site_yml_installed_each_hosts_packages_in_one_apt_run_and_started_each_service_on_its_settings(cluster):
     """First, before any test restarts or rewrites anything. site.yml's
     first run installed the packages of every role a host runs in one apt
     run (one run in apt's history has any of them, and it has them all, and
-    none of those that stay with their roles), and no policy-rc.d is left
-    behind. It held back the services of that run: MariaDB first started
-    after its role had written its settings."""
+    not gearmand's), and no policy-rc.d is left behind. No service ran on
+    its packaged settings: each first started after its role had written
+    its own."""
     for name, packages in ONE_RUN.items():
         history = cluster[name].check_output("cat /var/log/apt/history.log")
         runs = [{entry.split(":", 1)[0] for entry in line.split("), ")}
@@ -118,10 +125,10 @@ def test_site_yml_installed_each_hosts_packages_in_one_apt_run_and_mariadb_after
         assert len(with_them) == 1, (name, with_them)
         assert packages <= with_them[0] and not APART & with_them[0], (name, with_them[0])
         assert not cluster[name].file("/usr/sbin/policy-rc.d").exists, name
-    starts = cluster["db1"].check_output("journalctl --no-pager -o short-unix -u mariadb.service")
-    first = next(float(line.split()[0]) for line in starts.splitlines() if "Started " in line)
-    written = float(cluster["db1"].check_output("stat -c %%.Y %s", "/etc/mysql/mariadb.conf.d/60-gearman.cnf"))
-    assert first > written, "MariaDB started before its settings were written"
+    for (name, unit), settings in FIRST_STARTED_ON.items():
+        starts = started_at(cluster[name], unit)
+        assert starts, (name, unit, "never started")
+        assert starts[0] > written_at(cluster[name], settings), (name, unit, "started before", settings)
 
 
 def test_each_job_server_has_its_own_table_with_the_project_schema(cluster):
