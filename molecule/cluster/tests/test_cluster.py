@@ -19,7 +19,7 @@ import uuid
 import pytest
 
 from conftest import (DB, EXPORTER_PORT, FUNCTIONS, cluster_print, metric, parse_metrics, prometheus_alerts,
-                      prometheus_targets, prometheus_value, settled_done_count, wait_until)
+                      prometheus_targets, prometheus_value, settled_done_count, started_at, wait_until, written_at)
 
 # The schema the project's queue tables have (gearmand's own would have
 # when_to_run INT and case-insensitive text columns).
@@ -108,6 +108,11 @@ FIRST_STARTED_ON = {("db1", "mariadb.service"): "/etc/mysql/mariadb.conf.d/60-ge
                     ("gm1", "gearman-job-server.service"): "/etc/default/gearman-job-server",
                     ("web1", "prometheus.service"): "/etc/default/prometheus",
                     ("wk1", "prometheus-node-exporter.service"): "/etc/default/prometheus-node-exporter"}
+# Of those, the services the one apt run disables again after installing
+# them, so that a host whose run stopped before their role would not start
+# them at its next boot; their role enables them. As the module's own log
+# in the host's journal has the systemctl call.
+DISABLED_UNTIL_THEIR_ROLE = {"web1": "prometheus.service", "wk1": "prometheus-node-exporter.service"}
 
 
 def test_site_yml_installed_each_hosts_packages_in_one_apt_run_and_started_each_service_on_its_settings(cluster):
@@ -116,7 +121,8 @@ def test_site_yml_installed_each_hosts_packages_in_one_apt_run_and_started_each_
     run (one run in apt's history has any of them, and it has them all, and
     not gearmand's), and no policy-rc.d is left behind. No service ran on
     its packaged settings: each first started after its role had written
-    its own."""
+    its own. Prometheus and the node exporter, which would listen on every
+    address, were disabled right after that run."""
     for name, packages in ONE_RUN.items():
         history = cluster[name].check_output("cat /var/log/apt/history.log")
         runs = [{entry.split(":", 1)[0] for entry in line.split("), ")}
@@ -129,6 +135,11 @@ def test_site_yml_installed_each_hosts_packages_in_one_apt_run_and_started_each_
         starts = started_at(cluster[name], unit)
         assert starts, (name, unit, "never started")
         assert starts[0] > written_at(cluster[name], settings), (name, unit, "started before", settings)
+    for name, unit in DISABLED_UNTIL_THEIR_ROLE.items():
+        logged = cluster[name].check_output("journalctl --no-pager -o cat SYSLOG_FACILITY=1")
+        calls = re.findall(r"argv=\[('systemctl', 'disable', [^]]*)\]", logged)
+        assert any(f"'{unit}'" in call for call in calls), (name, unit, calls)
+        assert cluster[name].service(unit.removesuffix(".service")).is_enabled, (name, unit)
 
 
 def test_each_job_server_has_its_own_table_with_the_project_schema(cluster):
