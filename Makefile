@@ -6,7 +6,7 @@
 #   make test         linters, unit tests and molecule on every platform
 #   make bench        queue throughput, database settings, deep backlogs and a re-run's cost in the lab;
 #                     writes docs/benchmarks.md
-#   make lint         yamllint and ansible-lint (pre-commit runs these and the unit tests)
+#   make lint         yamllint, ansible-lint and pyflakes (pre-commit runs these and the unit tests)
 #   make release      the changelog for galaxy.yml's version, then the collection's tarball in .cache/release
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -71,6 +71,7 @@ lab-destroy: venv
 lint: venv
 	$(BIN)/yamllint -s .
 	$(BIN)/ansible-lint --offline
+	$(BIN)/pyflakes $$(git ls-files '*.py')
 
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run every check of the project and end with one line: N passed, N failed.
 
-Stages: yamllint, ansible-lint and the unit tests, and beside them the base
+Stages: yamllint, ansible-lint, pyflakes and the unit tests, and beside them the base
 images and the cluster's lane; then `molecule test` for each platform of
 each scenario, several at a time. The platforms are those of
 .config/molecule/config.yml; SCENARIO_PLATFORMS below names fewer for some
@@ -103,6 +103,12 @@ def banner(text: str) -> None:
 
 def words(variable: str) -> list[str]:
     return os.environ.get(variable, "").split()
+
+
+def python_files() -> list[str]:
+    """The project's Python files, as git knows them."""
+    listed = subprocess.run(["git", "ls-files", "*.py"], cwd=ROOT, capture_output=True, text=True, check=True)
+    return listed.stdout.split()
 
 
 def run_check(name: str, cmd: list[str]) -> Tally:
@@ -392,6 +398,9 @@ def main() -> int:
         try:
             total.add(run_check("yamllint", ["yamllint", "-s", "."]))
             total.add(run_check("ansible-lint", ["ansible-lint", "--offline", "-q"]))
+            # Python's names and imports: an undefined name in a molecule
+            # test would otherwise show only when its scenario runs.
+            total.add(run_check("pyflakes", ["pyflakes", *python_files()]))
             total.add(run_unit())
             checks_done.set()
             if molecule:
